@@ -1,0 +1,129 @@
+//! GPU path of the ALiBi bias (`shaders/alibi.wgsl`).
+
+use crate::alibi::{Alibi, AlibiBias};
+use crate::context::GpuContext;
+use crate::error::{checked_product, Error, Result};
+use crate::gpu;
+use crate::tensor::TensorView;
+
+/// Mirrors `Params` in `shaders/alibi.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct AlibiUniform {
+    heads: u32,
+    q_len: u32,
+    kv_len: u32,
+    q_offset: i32,
+    symmetric: u32,
+    accumulate: u32,
+    out_offset: u32,
+    _pad: u32,
+}
+
+const SOURCE: &str = include_str!("../../shaders/alibi.wgsl");
+
+pub(crate) fn source() -> &'static str {
+    SOURCE
+}
+
+/// Records the bias `[num_heads, q_len, kv_len]` into `target` (written, or added when
+/// `accumulate`); query row `i` has position `q_offset + i`.
+///
+/// # Errors
+/// Invalid ALiBi settings, a target too small, positions outside i32, or a binding past
+/// the device limit.
+#[allow(clippy::too_many_arguments)]
+pub fn record(
+    ctx: &GpuContext,
+    encoder: &mut wgpu::CommandEncoder,
+    alibi: &Alibi,
+    q_len: usize,
+    kv_len: usize,
+    q_offset: i64,
+    target: TensorView<'_>,
+    accumulate: bool,
+) -> Result<()> {
+    let slopes: Vec<f32> = alibi.slopes()?.into_iter().map(|s| s as f32).collect();
+    let elements = checked_product("bias", &[alibi.num_heads, q_len, kv_len])? as u64;
+    gpu::check_view("target", target.buffer, target.offset, elements, 4)?;
+    gpu::check_binding(ctx, "target", target.buffer.size())?;
+    // Distances are formed in i32 in the shader.
+    let q_offset_i32 = i32::try_from(q_offset)
+        .map_err(|_| Error::shape("q_offset", q_offset, "must fit in i32"))?;
+    let last_query = q_offset + q_len as i64;
+    if last_query > i64::from(i32::MAX) || kv_len > i32::MAX as usize {
+        return Err(Error::shape(
+            "kv_len",
+            kv_len,
+            "positions must stay below 2^31",
+        ));
+    }
+    if elements == 0 {
+        return Ok(());
+    }
+
+    let uniform = AlibiUniform {
+        heads: alibi.num_heads as u32,
+        q_len: q_len as u32,
+        kv_len: kv_len as u32,
+        q_offset: q_offset_i32,
+        symmetric: u32::from(alibi.bias == AlibiBias::Symmetric),
+        accumulate: u32::from(accumulate),
+        out_offset: target.offset as u32,
+        _pad: 0,
+    };
+    let pipeline = ctx.pipeline(&gpu::key("alibi", "main", gpu::WORKGROUP_SIZE), SOURCE)?;
+    let uniform = gpu::uniform(ctx, "alibi params", &uniform);
+    let slopes = gpu::storage_init(
+        ctx,
+        "alibi slopes",
+        bytemuck::cast_slice(&slopes),
+        wgpu::BufferUsages::empty(),
+    );
+    let bind_group = gpu::bind_group(ctx, &pipeline, "alibi", &[&uniform, &slopes, target.buffer]);
+    gpu::record_dispatch(
+        ctx,
+        encoder,
+        &pipeline,
+        &bind_group,
+        "alibi",
+        elements.div_ceil(u64::from(gpu::WORKGROUP_SIZE)),
+    )
+}
+
+/// Computes the bias tensor `[num_heads, q_len, kv_len]` on the GPU.
+///
+/// # Errors
+/// As for [`record`], and [`Error::Gpu`] if wgpu fails.
+pub fn bias(
+    ctx: &GpuContext,
+    alibi: &Alibi,
+    q_len: usize,
+    kv_len: usize,
+    q_offset: i64,
+) -> Result<Vec<f32>> {
+    alibi.slopes()?;
+    let len = checked_product("bias", &[alibi.num_heads, q_len, kv_len])?;
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let target = gpu::storage_empty(
+        ctx,
+        "alibi bias",
+        (len * 4) as u64,
+        wgpu::BufferUsages::COPY_SRC,
+    );
+    gpu::submit_scoped(ctx, "alibi", |encoder| {
+        record(
+            ctx,
+            encoder,
+            alibi,
+            q_len,
+            kv_len,
+            q_offset,
+            TensorView::new(&target),
+            false,
+        )
+    })?;
+    gpu::read_f32(ctx, &target, len)
+}

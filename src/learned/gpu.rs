@@ -1,0 +1,180 @@
+//! GPU path of the learned absolute embedding (`shaders/learned.wgsl`).
+
+use crate::context::GpuContext;
+use crate::error::{check_len, checked_product, Error, Result};
+use crate::gpu::{self, PositionBinding, StatusBuffer, UploadedPositions};
+use crate::learned::LearnedTable;
+use crate::tensor::{GpuPositions, Positions, TensorView};
+
+/// Mirrors `Params` in `shaders/learned.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct LearnedUniform {
+    rows: u32,
+    seq_len: u32,
+    dim: u32,
+    max_positions: u32,
+    start: u32,
+    use_ids: u32,
+    ids_batch_stride: u32,
+    ids_offset: u32,
+    table_offset: u32,
+    out_offset: u32,
+    _pad: [u32; 2],
+}
+
+const SOURCE: &str = include_str!("../../shaders/learned.wgsl");
+
+pub(crate) fn source() -> &'static str {
+    SOURCE
+}
+
+/// Records `target[b, t, :] += table[position, :]` for `[batch, seq_len, dim]` in the
+/// caller's buffers. Positions past the table leave their rows unwritten and increment
+/// `status`.
+///
+/// # Errors
+/// Invalid shapes, buffers too small for them, a `Start` position range past the table, or
+/// a binding past the device limit.
+#[allow(clippy::too_many_arguments)]
+pub fn record(
+    ctx: &GpuContext,
+    encoder: &mut wgpu::CommandEncoder,
+    shape: &LearnedTable,
+    table: TensorView<'_>,
+    positions: GpuPositions<'_>,
+    batch: usize,
+    seq_len: usize,
+    target: TensorView<'_>,
+    status: &StatusBuffer,
+) -> Result<()> {
+    let table_len = checked_product("table", &[shape.max_positions, shape.dim])?;
+    shape.validate(table_len)?;
+    gpu::check_view("table", table.buffer, table.offset, table_len as u64, 4)?;
+    let rows = checked_product("rows", &[batch, seq_len])?;
+    let elements = checked_product("target", &[rows, shape.dim])? as u64;
+    gpu::check_view("target", target.buffer, target.offset, elements, 4)?;
+    gpu::check_binding(ctx, "table", table.buffer.size())?;
+    gpu::check_binding(ctx, "target", target.buffer.size())?;
+    if let GpuPositions::Start(start) = positions {
+        Positions::Start(start).validate(batch, seq_len, shape.max_positions as u64)?;
+    }
+    let PositionBinding {
+        start,
+        use_ids,
+        ids_batch_stride,
+        ids_offset,
+        buffer: ids,
+    } = gpu::position_binding(positions, batch, seq_len)?;
+    if elements == 0 {
+        return Ok(());
+    }
+    if elements > u64::from(u32::MAX) {
+        return Err(Error::shape(
+            "target",
+            elements as i64,
+            "batch * seq_len * dim must be below 2^32; split the batch",
+        ));
+    }
+
+    let uniform = LearnedUniform {
+        rows: rows as u32,
+        seq_len: seq_len as u32,
+        dim: shape.dim as u32,
+        max_positions: shape.max_positions as u32,
+        start,
+        use_ids,
+        ids_batch_stride,
+        ids_offset,
+        table_offset: table.offset as u32,
+        out_offset: target.offset as u32,
+        _pad: [0; 2],
+    };
+    let pipeline = ctx.pipeline(&gpu::key("learned", "main", gpu::WORKGROUP_SIZE), SOURCE)?;
+    let uniform = gpu::uniform(ctx, "learned params", &uniform);
+    let placeholder;
+    let ids = match ids {
+        Some(buffer) => buffer,
+        None => {
+            placeholder =
+                gpu::storage_empty(ctx, "learned no ids", 16, wgpu::BufferUsages::empty());
+            &placeholder
+        }
+    };
+    let bind_group = gpu::bind_group(
+        ctx,
+        &pipeline,
+        "learned",
+        &[&uniform, table.buffer, ids, target.buffer, status.buffer()],
+    );
+    gpu::record_dispatch(
+        ctx,
+        encoder,
+        &pipeline,
+        &bind_group,
+        "learned",
+        elements.div_ceil(u64::from(gpu::WORKGROUP_SIZE)),
+    )
+}
+
+/// Adds table rows to `embeddings` `[batch, seq_len, dim]` on the GPU and returns the sum.
+///
+/// # Errors
+/// As for [`crate::learned::add_cpu`], and [`Error::Gpu`] if wgpu fails.
+pub fn add(
+    ctx: &GpuContext,
+    shape: &LearnedTable,
+    table: &[f32],
+    positions: Positions<'_>,
+    batch: usize,
+    seq_len: usize,
+    embeddings: &[f32],
+) -> Result<Vec<f32>> {
+    shape.validate(table.len())?;
+    check_len(
+        "embeddings",
+        embeddings.len(),
+        checked_product("embeddings", &[batch, seq_len, shape.dim])?,
+    )?;
+    positions.validate(batch, seq_len, shape.max_positions as u64)?;
+    if embeddings.is_empty() {
+        return Ok(Vec::new());
+    }
+
+    let table_buffer = gpu::storage_init(
+        ctx,
+        "learned table",
+        bytemuck::cast_slice(table),
+        wgpu::BufferUsages::empty(),
+    );
+    let target = gpu::storage_init(
+        ctx,
+        "learned target",
+        bytemuck::cast_slice(embeddings),
+        wgpu::BufferUsages::COPY_SRC,
+    );
+    let uploaded = UploadedPositions::new(ctx, positions, seq_len);
+    let status = StatusBuffer::new(ctx);
+    gpu::submit_scoped(ctx, "learned add", |encoder| {
+        record(
+            ctx,
+            encoder,
+            shape,
+            TensorView::new(&table_buffer),
+            uploaded.as_gpu(),
+            batch,
+            seq_len,
+            TensorView::new(&target),
+            &status,
+        )
+    })?;
+    let out = gpu::read_f32(ctx, &target, embeddings.len())?;
+    let out_of_range = status.read(ctx)?;
+    if out_of_range > 0 {
+        return Err(Error::PositionsOutOfRange {
+            count: out_of_range,
+            limit: shape.max_positions as u64,
+        });
+    }
+    Ok(out)
+}

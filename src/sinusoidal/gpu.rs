@@ -1,0 +1,193 @@
+//! GPU path of the sinusoidal encoding (`shaders/sinusoidal.wgsl`).
+
+use crate::angle::turns_table;
+use crate::context::GpuContext;
+use crate::error::{check_len, checked_product, Result};
+use crate::gpu::{self, PositionBinding, UploadedPositions};
+use crate::sinusoidal::{Sinusoidal, SinusoidalLayout};
+use crate::tensor::{GpuPositions, Positions, TensorView};
+
+/// Mirrors `Params` in `shaders/sinusoidal.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct SinusoidalUniform {
+    rows: u32,
+    seq_len: u32,
+    half_dim: u32,
+    column_order: u32,
+    accumulate: u32,
+    start: u32,
+    use_ids: u32,
+    ids_batch_stride: u32,
+    ids_offset: u32,
+    out_offset: u32,
+    row_stride: u32,
+    _pad: u32,
+}
+
+/// The kernel with the angle helpers it calls prepended.
+const SOURCE: &str = concat!(
+    include_str!("../../shaders/angle.wgsl"),
+    include_str!("../../shaders/sinusoidal.wgsl")
+);
+
+pub(crate) fn source() -> &'static str {
+    SOURCE
+}
+
+/// Records the encoding of `batch * seq_len` tokens into `target`, a `[batch, seq_len, dim]`
+/// tensor in the caller's buffer: written when `accumulate` is false, added when true.
+///
+/// Nothing is submitted; the caller submits `encoder`.
+///
+/// # Errors
+/// Invalid parameters, a target or id buffer too small for the shape, or a tensor larger
+/// than the device's storage binding limit.
+#[allow(clippy::too_many_arguments)]
+pub fn record(
+    ctx: &GpuContext,
+    encoder: &mut wgpu::CommandEncoder,
+    encoding: &Sinusoidal,
+    positions: GpuPositions<'_>,
+    batch: usize,
+    seq_len: usize,
+    target: TensorView<'_>,
+    accumulate: bool,
+) -> Result<()> {
+    let frequencies = encoding.frequencies()?;
+    let rows = checked_product("rows", &[batch, seq_len])?;
+    let elements = checked_product("target", &[rows, encoding.dim])? as u64;
+    gpu::check_view("target", target.buffer, target.offset, elements, 4)?;
+    gpu::check_binding(ctx, "target", target.buffer.size())?;
+    let PositionBinding {
+        start,
+        use_ids,
+        ids_batch_stride,
+        ids_offset,
+        buffer: ids,
+    } = gpu::position_binding(positions, batch, seq_len)?;
+    if elements == 0 {
+        return Ok(());
+    }
+
+    let uniform = SinusoidalUniform {
+        rows: rows as u32,
+        seq_len: seq_len as u32,
+        half_dim: (encoding.dim / 2) as u32,
+        column_order: match encoding.layout {
+            SinusoidalLayout::Interleaved => 0,
+            SinusoidalLayout::Concat => 1,
+        },
+        accumulate: u32::from(accumulate),
+        start,
+        use_ids,
+        ids_batch_stride,
+        ids_offset,
+        out_offset: target.offset as u32,
+        row_stride: encoding.dim as u32,
+        _pad: 0,
+    };
+    let pipeline = ctx.pipeline(&gpu::key("sinusoidal", "main", gpu::WORKGROUP_SIZE), SOURCE)?;
+    let uniform = gpu::uniform(ctx, "sinusoidal params", &uniform);
+    let turns = gpu::storage_init(
+        ctx,
+        "sinusoidal turns",
+        bytemuck::cast_slice(&turns_table(&frequencies)),
+        wgpu::BufferUsages::empty(),
+    );
+    let placeholder;
+    let ids = match ids {
+        Some(buffer) => buffer,
+        None => {
+            placeholder =
+                gpu::storage_empty(ctx, "sinusoidal no ids", 16, wgpu::BufferUsages::empty());
+            &placeholder
+        }
+    };
+    let bind_group = gpu::bind_group(
+        ctx,
+        &pipeline,
+        "sinusoidal",
+        &[&uniform, &turns, ids, target.buffer],
+    );
+    let invocations = (rows * encoding.dim / 2) as u64;
+    gpu::record_dispatch(
+        ctx,
+        encoder,
+        &pipeline,
+        &bind_group,
+        "sinusoidal",
+        invocations.div_ceil(u64::from(gpu::WORKGROUP_SIZE)),
+    )
+}
+
+/// Computes the table rows `[seq_len, dim]` on the GPU and reads them back.
+///
+/// # Errors
+/// As for [`record`], and [`crate::Error::Gpu`] if wgpu fails.
+pub fn table(
+    ctx: &GpuContext,
+    encoding: &Sinusoidal,
+    positions: Positions<'_>,
+    seq_len: usize,
+) -> Result<Vec<f32>> {
+    let zeros = vec![0.0f32; checked_product("table", &[seq_len, encoding.dim])?];
+    run(ctx, encoding, positions, 1, seq_len, &zeros, false)
+}
+
+/// Adds the encoding to `embeddings` `[batch, seq_len, dim]` on the GPU and returns the sum.
+///
+/// # Errors
+/// As for [`record`], a wrong `embeddings` length, and [`crate::Error::Gpu`] if wgpu fails.
+pub fn add(
+    ctx: &GpuContext,
+    encoding: &Sinusoidal,
+    positions: Positions<'_>,
+    batch: usize,
+    seq_len: usize,
+    embeddings: &[f32],
+) -> Result<Vec<f32>> {
+    run(ctx, encoding, positions, batch, seq_len, embeddings, true)
+}
+
+fn run(
+    ctx: &GpuContext,
+    encoding: &Sinusoidal,
+    positions: Positions<'_>,
+    batch: usize,
+    seq_len: usize,
+    input: &[f32],
+    accumulate: bool,
+) -> Result<Vec<f32>> {
+    encoding.validate()?;
+    check_len(
+        "embeddings",
+        input.len(),
+        checked_product("embeddings", &[batch, seq_len, encoding.dim])?,
+    )?;
+    positions.validate(batch, seq_len, 1 << 32)?;
+    if input.is_empty() {
+        return Ok(Vec::new());
+    }
+
+    let target = gpu::storage_init(
+        ctx,
+        "sinusoidal target",
+        bytemuck::cast_slice(input),
+        wgpu::BufferUsages::COPY_SRC,
+    );
+    let uploaded = UploadedPositions::new(ctx, positions, seq_len);
+    gpu::submit_scoped(ctx, "sinusoidal", |encoder| {
+        record(
+            ctx,
+            encoder,
+            encoding,
+            uploaded.as_gpu(),
+            batch,
+            seq_len,
+            TensorView::new(&target),
+            accumulate,
+        )
+    })?;
+    gpu::read_f32(ctx, &target, input.len())
+}
