@@ -429,3 +429,16 @@ impl StatusBuffer {
             .unwrap_or(0))
     }
 }
+
+impl GpuContext {
+    /// Copies the first `len` f32 values of `buffer` (which needs `COPY_SRC`) to the host,
+    /// waiting for submitted work to finish.
+    ///
+    /// # Errors
+    /// [`Error::BufferTooSmall`] when the buffer holds fewer values, [`Error::Gpu`] when the
+    /// copy or the mapping fails.
+    pub fn read_f32(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+        check_view("buffer", buffer, 0, len as u64, 4)?;
+        read_f32(self, buffer, len)
+    }
+}

@@ -81,7 +81,8 @@ pub struct RopeDispatch<'a> {
     /// K, rotated in place; `None` when `shape.num_kv_heads == 0`.
     pub k: Option<HeadsView<'a>>,
     /// Positions at or past this limit are counted in `status` and their tokens left
-    /// unrotated (only checked for [`GpuPositions::Buffer`]).
+    /// unrotated (only checked for [`GpuPositions::Buffer`]). Q and K in one buffer are
+    /// rotated by two dispatches, and each counts the token.
     pub position_limit: Option<u32>,
     /// Counter for out-of-range positions; required with [`GpuPositions::Buffer`] and a limit.
     pub status: Option<&'a StatusBuffer>,
@@ -155,6 +156,34 @@ pub fn record(
     frequencies: &RopeFrequencies,
     dispatch: &RopeDispatch<'_>,
 ) -> Result<()> {
+    // WebGPU forbids binding one buffer read-write twice in a dispatch, so Q and K that share
+    // a buffer (a fused QKV projection) are rotated by one dispatch each.
+    if let Some(k) = dispatch
+        .k
+        .filter(|k| k.view.buffer == dispatch.q.view.buffer && dispatch.shape.num_kv_heads > 0)
+    {
+        let q_only = RopeDispatch {
+            k: None,
+            shape: QkShape {
+                num_kv_heads: 0,
+                ..dispatch.shape
+            },
+            ..*dispatch
+        };
+        let k_only = RopeDispatch {
+            q: k,
+            k: None,
+            shape: QkShape {
+                num_heads: dispatch.shape.num_kv_heads,
+                num_kv_heads: 0,
+                ..dispatch.shape
+            },
+            ..*dispatch
+        };
+        record(ctx, encoder, config, frequencies, &q_only)?;
+        return record(ctx, encoder, config, frequencies, &k_only);
+    }
+
     let shape = &dispatch.shape;
     check_shape(config, shape)?;
     check_frequencies(config, frequencies)?;
@@ -229,7 +258,10 @@ pub fn record(
     let pipeline = ctx.pipeline(&gpu::key("rope", "apply", gpu::WORKGROUP_SIZE), SOURCE)?;
     let uniform = gpu::uniform(ctx, "rope params", &uniform);
     let turns = turns_buffer(ctx, frequencies);
-    let placeholder = gpu::storage_empty(ctx, "rope placeholder", 16, wgpu::BufferUsages::empty());
+    // A buffer bound read-write may not be bound again in the same dispatch, so the unused
+    // id and K bindings get one placeholder each.
+    let ids_placeholder = gpu::storage_empty(ctx, "rope no ids", 16, wgpu::BufferUsages::empty());
+    let k_placeholder = gpu::storage_empty(ctx, "rope no k", 16, wgpu::BufferUsages::empty());
     let own_status;
     let status = match dispatch.status {
         Some(status) => status.buffer(),
@@ -246,9 +278,9 @@ pub fn record(
         &[
             &uniform,
             &turns,
-            ids.unwrap_or(&placeholder),
+            ids.unwrap_or(&ids_placeholder),
             dispatch.q.view.buffer,
-            k_buffer.unwrap_or(&placeholder),
+            k_buffer.unwrap_or(&k_placeholder),
             status,
         ],
     );
