@@ -15,7 +15,7 @@ pub fn gpu() -> Option<&'static GpuContext> {
     let context = CONTEXT.get_or_init(|| {
         let context = GpuContext::new_headless().map_err(|e| e.to_string());
         if let Ok(ctx) = &context {
-            eprintln!("GPU checks run on {}", ctx.describe());
+            report(&format!("GPU checks run on {}", ctx.describe()));
         }
         context
     });
@@ -25,10 +25,17 @@ pub fn gpu() -> Option<&'static GpuContext> {
             panic!("POSENC_REQUIRE_GPU=1 but no GPU adapter is available: {reason}")
         }
         Err(reason) => {
-            eprintln!("skipping GPU check: {reason}");
+            report(&format!("skipping GPU check: {reason}"));
             None
         }
     }
+}
+
+/// Writes a line to the real stderr: the test harness captures `eprintln!`, and a skipped
+/// GPU check must be visible without `--nocapture`.
+fn report(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// `n` values uniform in [-1, 1) from a fixed seed.
