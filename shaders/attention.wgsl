@@ -1,111 +1,40 @@
-// Masked attention with materialised probabilities: P = softmax(mask(bias(cap(scale QK^T))))
-// and O = P V.
+// Attention with materialised probabilities, for inspection and pictures:
+// P = softmax(masked, biased, capped scale * Q K^T) and O = P V, plus the log-sum-exp.
 //
 // One workgroup per query row (batch b, head h, row i). Its invocations stride over the keys:
 // pass 1 writes the scores of visible keys into the row of `probs` and finds their maximum
-// and count; pass 2 exponentiates and sums; pass 3 normalises. After a storage barrier every
-// invocation owns output features d = local, local + WORKGROUP_SIZE, ... and sums P[j] V[j, d]
-// over all keys. Visibility is a predicate recomputed per pass, never a -inf score, because
-// WGSL lets compilers assume finite math: a row with no visible key is detected by its count
-// and written as zeros.
+// and count; pass 2 exponentiates and sums; pass 3 normalises and zeroes hidden keys. After a
+// storage barrier each invocation owns output features d = local, local + WORKGROUP_SIZE, ...
+// Requires attention_common.wgsl, prepended by the host.
 
 override WORKGROUP_SIZE: u32 = 64u;
 
 // Largest workgroup the reduction arrays hold; the host never asks for more.
 const MAX_WORKGROUP: u32 = 256u;
 
-const FLAG_CAUSAL: u32 = 1u;      // hide keys j > p
-const FLAG_WINDOW: u32 = 2u;      // hide keys j <= p - window (and j > p)
-const FLAG_KEY_LENGTHS: u32 = 4u; // hide keys j >= key_lengths[b]
-const FLAG_MASK: u32 = 8u;        // hide keys whose bit in `mask_bits` is 0
-const FLAG_ALIBI: u32 = 16u;      // add -slope[h] * (p - j)
-const FLAG_SYMMETRIC: u32 = 32u;  // ALiBi uses |p - j|
-const FLAG_SOFTCAP: u32 = 64u;    // s = softcap * tanh(s / softcap)
-
-// Mirrors `AttentionUniform` in src/attention/gpu.rs.
-struct Params {
-    batch: u32,
-    heads: u32,
-    group: u32,           // query heads per KV head
-    q_len: u32,
-    kv_len: u32,
-    head_dim: u32,
-    flags: u32,
-    window: u32,
-    q_offset: i32,        // position of query row 0
-    scale: f32,
-    softcap: f32,
-    _pad0: u32,
-    q_strides: vec4<u32>, // (batch, seq, head, offset) of Q and the output
-    kv_strides: vec4<u32>,// (batch, seq, head, offset) of K and V
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
 // Q in the caller's layout; read.
-@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read> q: array<f32>;
 // K in the caller's layout with KV heads; read.
-@group(0) @binding(2) var<storage, read> k: array<f32>;
-// V, same layout as K; read.
-@group(0) @binding(3) var<storage, read> v: array<f32>;
-// Valid key count per sequence; read when FLAG_KEY_LENGTHS is set.
-@group(0) @binding(4) var<storage, read> key_lengths: array<u32>;
-// Boolean mask [q_len, kv_len] packed 32 per word, bit (i * kv_len + j); read with FLAG_MASK.
-@group(0) @binding(5) var<storage, read> mask_bits: array<u32>;
-// One ALiBi slope per head; read with FLAG_ALIBI.
-@group(0) @binding(6) var<storage, read> slopes: array<f32>;
-// Probabilities [batch, heads, q_len, kv_len]; written (and used as scratch for scores).
-@group(0) @binding(7) var<storage, read_write> probs: array<f32>;
-// Output, same layout as Q; written.
-@group(0) @binding(8) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read> k: array<f32>;
+// V, same layout and offset as K; read.
+@group(0) @binding(4) var<storage, read> v: array<f32>;
+// Probabilities [batch, heads, q_len, kv_len]; written (scores are kept there in between).
+@group(0) @binding(5) var<storage, read_write> probs: array<f32>;
+// Output, same layout and offset as Q; written.
+@group(0) @binding(6) var<storage, read_write> out: array<f32>;
+// Log-sum-exp per row [batch, heads, q_len]; written.
+@group(0) @binding(7) var<storage, read_write> lse: array<f32>;
 
 var<workgroup> reduce_max: array<f32, MAX_WORKGROUP>;
 var<workgroup> reduce_sum: array<f32, MAX_WORKGROUP>;
 var<workgroup> reduce_count: array<u32, MAX_WORKGROUP>;
 
-fn has(flag: u32) -> bool {
-    return (params.flags & flag) != 0u;
-}
-
-fn is_visible(b: u32, i: u32, j: u32) -> bool {
-    let position = params.q_offset + i32(i);
-    let key = i32(j);
-    if has(FLAG_KEY_LENGTHS) && j >= key_lengths[b] {
-        return false;
-    }
-    if (has(FLAG_CAUSAL) || has(FLAG_WINDOW)) && key > position {
-        return false;
-    }
-    if has(FLAG_WINDOW) && key <= position - i32(params.window) {
-        return false;
-    }
-    if has(FLAG_MASK) {
-        let bit = i * params.kv_len + j;
-        if (mask_bits[bit / 32u] & (1u << (bit % 32u))) == 0u {
-            return false;
-        }
-    }
-    return true;
-}
-
-fn score(q_base: u32, k_base: u32, h: u32, i: u32, j: u32) -> f32 {
+fn dot_row(q_base: u32, k_base: u32) -> f32 {
     var dot = 0.0;
     for (var d = 0u; d < params.head_dim; d++) {
         dot += q[q_base + d] * k[k_base + d];
     }
-    var s = dot * params.scale;
-    if has(FLAG_SOFTCAP) {
-        // tanh saturates to +-1 in f32 beyond |x| = 9.1; clamping keeps implementations that
-        // form tanh from exp away from inf / inf.
-        s = params.softcap * tanh(clamp(s / params.softcap, -10.0, 10.0));
-    }
-    if has(FLAG_ALIBI) {
-        var distance = f32(params.q_offset + i32(i) - i32(j));
-        if has(FLAG_SYMMETRIC) {
-            distance = abs(distance);
-        }
-        s -= slopes[h] * distance;
-    }
-    return s;
+    return dot;
 }
 
 // Tree reduction over the workgroup: max and sum of floats, sum of counts.
@@ -127,7 +56,7 @@ fn main(
     @builtin(num_workgroups) workgroups: vec3<u32>,
     @builtin(local_invocation_index) local: u32,
 ) {
-    let row = workgroup.x + workgroup.y * workgroups.x;
+    let row = linear_workgroup(workgroup, workgroups);
     if row >= params.batch * params.heads * params.q_len {
         return;
     }
@@ -139,12 +68,15 @@ fn main(
     let kv_base = params.kv_strides.w + b * params.kv_strides.x + kv_head * params.kv_strides.z;
     let probs_base = row * params.kv_len;
 
-    // Pass 1: scores of visible keys, their maximum and count.
+    // Pass 1: scores of visible keys, their maximum and count. The sink joins the maximum.
     var local_max = -3.4028234e38;
+    if has(FLAG_SINKS) {
+        local_max = sink_logit(h);
+    }
     var local_count = 0u;
     for (var j = local; j < params.kv_len; j += WORKGROUP_SIZE) {
-        if is_visible(b, i, j) {
-            let s = score(q_base, kv_base + j * params.kv_strides.y, h, i, j);
+        if is_visible(b, h, i, j) {
+            let s = finish_score(dot_row(q_base, kv_base + j * params.kv_strides.y), b, h, i, j);
             probs[probs_base + j] = s;
             local_max = max(local_max, s);
             local_count += 1u;
@@ -162,7 +94,7 @@ fn main(
     // Pass 2: exponentials and their sum.
     var local_sum = 0.0;
     for (var j = local; j < params.kv_len; j += WORKGROUP_SIZE) {
-        if is_visible(b, i, j) {
+        if is_visible(b, h, i, j) {
             let e = exp(probs[probs_base + j] - row_max);
             probs[probs_base + j] = e;
             local_sum += e;
@@ -172,14 +104,23 @@ fn main(
     reduce_sum[local] = local_sum;
     reduce_count[local] = 0u;
     reduce(local);
-    // The maximum's own term is exp(0) = 1, so the sum is at least 1 when any key is visible.
-    let inverse_sum = select(0.0, 1.0 / reduce_sum[0], visible_count > 0u);
+    var denominator = reduce_sum[0];
+    if has(FLAG_SINKS) {
+        denominator += exp(sink_logit(h) - row_max);
+    }
+    // The row maximum contributes exp(0) = 1, so the denominator is at least 1 whenever a
+    // key is visible or a sink is set.
+    let any_term = visible_count > 0u || has(FLAG_SINKS);
+    let inverse = select(0.0, 1.0 / denominator, any_term);
+    if local == 0u {
+        lse[row] = select(-3.4028234e38, row_max + log(denominator), any_term);
+    }
 
     // Pass 3: normalise; hidden keys get exactly 0.
     for (var j = local; j < params.kv_len; j += WORKGROUP_SIZE) {
         var p = 0.0;
-        if is_visible(b, i, j) {
-            p = probs[probs_base + j] * inverse_sum;
+        if is_visible(b, h, i, j) {
+            p = probs[probs_base + j] * inverse;
         }
         probs[probs_base + j] = p;
     }
@@ -187,7 +128,8 @@ fn main(
     storageBarrier();
     workgroupBarrier();
 
-    // Output: O[d] = sum_j P[j] V[j, d]; hidden keys contribute 0 * V, so skip them.
+    // Output: O[d] = sum_j P[j] V[j, d]. Hidden keys have P = 0 and are skipped, so
+    // non-finite values in hidden rows of V cannot reach the output.
     for (var d = local; d < params.head_dim; d += WORKGROUP_SIZE) {
         var acc = 0.0;
         for (var j = 0u; j < params.kv_len; j++) {

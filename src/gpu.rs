@@ -15,6 +15,7 @@ pub fn shader_sources() -> Vec<(&'static str, &'static str)> {
         ("rope", crate::rope::gpu::source()),
         ("alibi", crate::alibi::gpu::source()),
         ("attention", crate::attention::gpu::source()),
+        ("flash_attention", crate::attention::fused::source()),
     ]
 }
 
@@ -152,18 +153,33 @@ pub(crate) fn uniform<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, value: &T
         })
 }
 
-/// Creates a bind group for group 0 of `pipeline`, binding `buffers` in order.
+/// Creates a bind group for group 0 of `pipeline`, binding `buffers` to bindings 0, 1, ...
 pub(crate) fn bind_group(
     ctx: &GpuContext,
     pipeline: &wgpu::ComputePipeline,
     label: &str,
     buffers: &[&wgpu::Buffer],
 ) -> wgpu::BindGroup {
-    let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
+    let numbered: Vec<(u32, &wgpu::Buffer)> = buffers
         .iter()
         .enumerate()
-        .map(|(i, buffer)| wgpu::BindGroupEntry {
-            binding: i as u32,
+        .map(|(i, &buffer)| (i as u32, buffer))
+        .collect();
+    bind_group_at(ctx, pipeline, label, &numbered)
+}
+
+/// Creates a bind group for group 0 of `pipeline` from `(binding, buffer)` pairs; an entry
+/// point's automatic layout holds only the bindings it uses.
+pub(crate) fn bind_group_at(
+    ctx: &GpuContext,
+    pipeline: &wgpu::ComputePipeline,
+    label: &str,
+    buffers: &[(u32, &wgpu::Buffer)],
+) -> wgpu::BindGroup {
+    let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
+        .iter()
+        .map(|&(binding, buffer)| wgpu::BindGroupEntry {
+            binding,
             resource: buffer.as_entire_binding(),
         })
         .collect();

@@ -4,7 +4,9 @@ mod common;
 
 use common::{assert_close, backends, random_vec, Backend, Tolerance};
 use posenc::alibi::{Alibi, AlibiBias};
-use posenc::attention::{AttentionParams, AttentionShape};
+use posenc::attention::{
+    AdditiveMask, AttentionParams, AttentionShape, BoolMask, Segments, NO_KEY_LSE,
+};
 use posenc::Layout;
 
 /// Published probabilities are given to 10 significant digits; f32 softmax adds a few ulps.
@@ -26,7 +28,7 @@ fn attention_boolean_mask_row_without_keys_is_zero() {
     // q = k = v = [[1, 0], [0, 1]], scale 1/sqrt(2); row 0 sees both keys, row 1 none.
     let shape = AttentionShape::new(1, 1, 1, 2, 2, 2);
     let params = AttentionParams {
-        mask: Some(vec![true, true, false, false]),
+        mask: Some(BoolMask::shared(vec![true, true, false, false])),
         ..Default::default()
     };
     let identity = [1.0, 0.0, 0.0, 1.0];
@@ -140,6 +142,24 @@ fn compare_backends(name: &str, shape: &AttentionShape, params: &AttentionParams
         .expect("gpu attention");
     assert_close(&format!("{name} probs"), &gpu.probs, &cpu.probs, GPU_VS_CPU);
     assert_close(&format!("{name} out"), &gpu.out, &cpu.out, GPU_VS_CPU);
+    assert_close(&format!("{name} lse"), &gpu.lse, &cpu.lse, GPU_VS_CPU);
+    for splits in [None, Some(1), Some(3)] {
+        let fused = posenc::attention::fused::attention(ctx, shape, params, &q, &k, &v, splits)
+            .expect("fused attention");
+        assert!(fused.probs.is_empty());
+        assert_close(
+            &format!("{name} fused {splits:?} out"),
+            &fused.out,
+            &cpu.out,
+            GPU_VS_CPU,
+        );
+        assert_close(
+            &format!("{name} fused {splits:?} lse"),
+            &fused.lse,
+            &cpu.lse,
+            GPU_VS_CPU,
+        );
+    }
 }
 
 #[test]
@@ -214,7 +234,7 @@ fn attention_gpu_matches_cpu_for_each_mask() {
         (
             "mask",
             AttentionParams {
-                mask: Some((0..9 * 13).map(|n| n % 3 != 1).collect()),
+                mask: Some(BoolMask::shared((0..9 * 13).map(|n| n % 3 != 1).collect())),
                 ..Default::default()
             },
         ),
@@ -226,9 +246,9 @@ fn attention_gpu_matches_cpu_for_each_mask() {
                 key_lengths: Some(vec![12, 11]),
                 softcap: Some(30.0),
                 alibi: Some(Alibi::new(4)),
-                mask: Some((0..9 * 13).map(|n| n % 7 != 0).collect()),
+                mask: Some(BoolMask::shared((0..9 * 13).map(|n| n % 7 != 0).collect())),
                 q_offset: Some(3),
-                scale: None,
+                ..Default::default()
             },
         ),
     ];
@@ -295,4 +315,214 @@ fn attention_empty_shapes_return_empty() {
             .expect("no keys");
         assert_eq!(result.out, vec![0.0; 8], "{}", backend.name());
     }
+}
+
+#[test]
+fn attention_gpu_matches_cpu_for_new_masks() {
+    let shape = AttentionShape::new(3, 4, 2, 6, 10, 8);
+    let plane = 6 * 10;
+    let additive: Vec<f32> = (0..3 * plane)
+        .map(|n| {
+            if n % 5 == 0 {
+                f32::NEG_INFINITY
+            } else {
+                (n % 7) as f32 * 0.25 - 0.5
+            }
+        })
+        .collect();
+    let cases = [
+        (
+            "left padding",
+            AttentionParams {
+                causal: true,
+                key_starts: Some(vec![0, 3, 9]),
+                ..Default::default()
+            },
+        ),
+        (
+            "offsets per sequence",
+            AttentionParams {
+                causal: true,
+                q_offsets: Some(vec![4, 0, -2]),
+                ..Default::default()
+            },
+        ),
+        (
+            "segments",
+            AttentionParams {
+                segments: Some(Segments {
+                    q: [0, 0, 1, 1, 1, 2].repeat(3),
+                    kv: [0, 0, 0, 0, 0, 1, 1, 1, 1, 2].repeat(3),
+                }),
+                ..Default::default()
+            },
+        ),
+        (
+            "mask per sequence",
+            AttentionParams {
+                mask: Some(BoolMask {
+                    values: (0..3 * plane).map(|n| n % 4 != 3).collect(),
+                    batch: 3,
+                    heads: 1,
+                }),
+                ..Default::default()
+            },
+        ),
+        (
+            "mask per head",
+            AttentionParams {
+                mask: Some(BoolMask {
+                    values: (0..4 * plane).map(|n| n % 6 != 2).collect(),
+                    batch: 1,
+                    heads: 4,
+                }),
+                ..Default::default()
+            },
+        ),
+        (
+            "additive",
+            AttentionParams {
+                additive_mask: Some(AdditiveMask {
+                    values: additive.clone(),
+                    batch: 3,
+                    heads: 1,
+                }),
+                ..Default::default()
+            },
+        ),
+        (
+            "sinks",
+            AttentionParams {
+                causal: true,
+                sinks: Some(vec![0.5, -1.0, 2.0, 0.0]),
+                ..Default::default()
+            },
+        ),
+        (
+            "sinks without keys",
+            AttentionParams {
+                key_lengths: Some(vec![10, 0, 4]),
+                sinks: Some(vec![0.5, -1.0, 2.0, 0.0]),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (index, (name, params)) in cases.iter().enumerate() {
+        compare_backends(name, &shape, params, 500 + 10 * index as u64);
+    }
+}
+
+#[test]
+fn attention_fully_masked_row_lse_is_sentinel() {
+    let shape = AttentionShape::new(1, 1, 1, 2, 3, 4);
+    let params = AttentionParams {
+        mask: Some(BoolMask::shared(vec![
+            true, false, true, false, false, false,
+        ])),
+        ..Default::default()
+    };
+    let (q, k, v) = (random_vec(41, 8), random_vec(42, 12), random_vec(43, 12));
+    for backend in backends() {
+        let result = backend
+            .attention(&shape, &params, &q, &k, &v)
+            .expect("attention");
+        assert_eq!(result.lse[1], NO_KEY_LSE, "{}", backend.name());
+        assert!(result.lse[0] > NO_KEY_LSE, "{}", backend.name());
+    }
+}
+
+#[test]
+fn attention_sink_joins_denominator() {
+    // One key with score 0 and a sink of logit 0: probability 1/2, output V/2, lse ln 2.
+    let shape = AttentionShape::new(1, 1, 1, 1, 1, 2);
+    let params = AttentionParams {
+        sinks: Some(vec![0.0]),
+        ..Default::default()
+    };
+    for backend in backends() {
+        let result = backend
+            .attention(&shape, &params, &[0.0, 0.0], &[1.0, 1.0], &[4.0, -2.0])
+            .expect("attention");
+        assert_close(backend.name(), &result.probs, &[0.5], PUBLISHED);
+        assert_close(backend.name(), &result.out, &[2.0, -1.0], PUBLISHED);
+        assert_close(
+            backend.name(),
+            &result.lse,
+            &[std::f32::consts::LN_2],
+            PUBLISHED,
+        );
+    }
+}
+
+#[test]
+fn attention_decode_split_k_matches_cpu() {
+    // One query over a long cache: split-K spreads the keys over many workgroups.
+    let shape = AttentionShape::new(1, 8, 2, 1, 3000, 64);
+    let params = AttentionParams {
+        causal: true,
+        window: Some(2500),
+        ..Default::default()
+    };
+    assert!(posenc::attention::fused::default_splits(&shape) > 1);
+    compare_backends("decode", &shape, &params, 900);
+}
+
+#[test]
+fn attention_softmax_max_owned_by_other_invocation() {
+    // 256 scores, all 0 except index 200 = 10: the maximum sits in another invocation's
+    // slice, so a missing barrier would change the result between runs.
+    let shape = AttentionShape::new(1, 1, 1, 1, 256, 1);
+    let params = AttentionParams {
+        scale: Some(1.0),
+        ..Default::default()
+    };
+    let mut k = vec![0.0f32; 256];
+    k[200] = 10.0;
+    let v: Vec<f32> = (0..256).map(|j| j as f32).collect();
+    for backend in backends() {
+        let first = backend
+            .attention(&shape, &params, &[1.0], &k, &v)
+            .expect("attention");
+        assert_close(
+            backend.name(),
+            &first.probs[200..201],
+            &[0.9885555106],
+            PUBLISHED,
+        );
+        assert_close(
+            backend.name(),
+            &first.probs[0..1],
+            &[4.488035075e-05],
+            PUBLISHED,
+        );
+        for _ in 0..5 {
+            let again = backend
+                .attention(&shape, &params, &[1.0], &k, &v)
+                .expect("attention");
+            common::assert_bits_equal(backend.name(), &again.probs, &first.probs);
+        }
+    }
+    if let Some(ctx) = common::gpu() {
+        let first = posenc::attention::fused::attention(ctx, &shape, &params, &[1.0], &k, &v, None)
+            .expect("fused");
+        for _ in 0..5 {
+            let again =
+                posenc::attention::fused::attention(ctx, &shape, &params, &[1.0], &k, &v, None)
+                    .expect("fused");
+            common::assert_bits_equal("fused", &again.out, &first.out);
+        }
+    }
+}
+
+#[test]
+fn attention_wide_head_falls_back_to_materialising() {
+    compare_backends(
+        "head_dim 320",
+        &AttentionShape::new(1, 2, 1, 3, 5, 320),
+        &AttentionParams {
+            causal: true,
+            ..Default::default()
+        },
+        950,
+    );
 }

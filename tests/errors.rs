@@ -323,7 +323,7 @@ fn attention_invalid_shapes_and_params() {
             "mask length",
             base,
             AttentionParams {
-                mask: Some(vec![true; 14]),
+                mask: Some(posenc::attention::BoolMask::shared(vec![true; 14])),
                 ..Default::default()
             },
             vec!["mask has 14", "15"],

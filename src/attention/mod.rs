@@ -1,25 +1,48 @@
 //! Masked scaled dot-product attention with positional biases.
 //!
-//! For query row `i` of head `h` (position `p = q_offset + i`) and key `j` (position `j`):
+//! For query row `i` of head `h` in sequence `b` (position `p = q_offset_b + i`) and key `j`
+//! (position `j`):
 //!
 //! 1. `s = (q · k_j) * scale` (default `scale = 1/sqrt(head_dim)`);
 //! 2. `s = c * tanh(s / c)` when a softcap `c` is set (Gemma 2);
 //! 3. `s += -slope_h * (p - j)` with ALiBi (or `* |p - j|` for the symmetric form);
-//! 4. the masks decide which keys are visible, as predicates combined with AND;
-//! 5. `P = softmax(s)` over the visible keys and `O = P V`, accumulated in f32 on the GPU
-//!    and f64 on the CPU.
+//! 4. `s += additive[b, h, i, j]` for a finite additive-mask entry;
+//! 5. the masks decide which keys are visible, as predicates combined with AND (never by
+//!    adding large negative numbers, which overflow to -inf in f16);
+//! 6. `P = softmax(s)` over the visible keys, with an optional per-head sink logit joining
+//!    the denominator only, and `O = P V`; accumulated in f32 on the GPU, f64 on the CPU.
 //!
 //! A query row with no visible key gets all-zero probabilities and a zero output, as
-//! FlashAttention and PyTorch's FlexAttention return; never NaN.
+//! FlashAttention and PyTorch's FlexAttention return; never NaN. Its log-sum-exp is
+//! [`NO_KEY_LSE`] (or the sink logit when the head has a sink).
 //!
 //! Query head `h` reads KV head `h / (num_heads / num_kv_heads)` (grouped-query attention,
 //! Ainslie et al., 2023; MQA when `num_kv_heads == 1`).
+//!
+//! # Mapping to other libraries
+//! - PyTorch SDPA `is_causal=True` is `causal` with `q_offset: Some(0)` (top-left); its
+//!   `attn_mask` is [`BoolMask`] (`True` = attend) or [`AdditiveMask`] (float, added).
+//!   `torch.nn.attention.bias.causal_lower_right` is the default `q_offset` (bottom-right).
+//! - FlashAttention's `causal=True` is bottom-right (the default here) and its
+//!   `window_size=(W - 1, 0)` is `window: Some(W)`.
+//! - Hugging Face: `sliding_window = W` is `window: Some(W)`; its 2-D `attention_mask` of
+//!   ones and zeros is `key_starts` (left padding) or `key_lengths` (right padding); gpt-oss
+//!   `sinks` are `sinks`; Gemma 2 `attn_logit_softcapping` is `softcap`.
 
+mod cpu;
+pub mod fused;
 pub mod gpu;
+pub(crate) mod pack;
 
-use crate::alibi::{self, Alibi};
+pub use cpu::attention_cpu;
+
+use crate::alibi::Alibi;
 use crate::error::{check_len, checked_product, Error, Result};
 use crate::tensor::Layout;
+
+/// The log-sum-exp reported for a row with no visible key and no sink: the most negative
+/// finite f32, because WGSL lets compilers assume finite math.
+pub const NO_KEY_LSE: f32 = f32::MIN;
 
 /// Shapes of one attention call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,7 +137,53 @@ impl AttentionShape {
     }
 }
 
-/// Scale, biases and masks of an attention call.
+/// A boolean mask `[batch, heads, q_len, kv_len]` (`true` = may attend) whose batch and head
+/// dimensions may be 1 to broadcast.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BoolMask {
+    /// The values, row-major.
+    pub values: Vec<bool>,
+    /// 1 (shared by every sequence) or the batch size.
+    pub batch: usize,
+    /// 1 (shared by every head) or the number of query heads.
+    pub heads: usize,
+}
+
+impl BoolMask {
+    /// A `[q_len, kv_len]` mask shared by every sequence and head.
+    pub fn shared(values: Vec<bool>) -> Self {
+        Self {
+            values,
+            batch: 1,
+            heads: 1,
+        }
+    }
+}
+
+/// An additive f32 mask `[batch, heads, q_len, kv_len]` with broadcastable batch and head
+/// dimensions. `-inf` entries hide the key; finite entries are added to the score. NaN is
+/// rejected.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdditiveMask {
+    /// The values, row-major.
+    pub values: Vec<f32>,
+    /// 1 (shared by every sequence) or the batch size.
+    pub batch: usize,
+    /// 1 (shared by every head) or the number of query heads.
+    pub heads: usize,
+}
+
+/// Segment ids of packed sequences: a query sees only keys with its own segment id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segments {
+    /// Segment of each query row, `[batch, q_len]`.
+    pub q: Vec<u32>,
+    /// Segment of each key, `[batch, kv_len]`.
+    pub kv: Vec<u32>,
+}
+
+/// Scale, biases and masks of an attention call. Every mask set here applies; they combine
+/// with AND.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct AttentionParams {
     /// Multiplies `q · k`; `None` means `1/sqrt(head_dim)`.
@@ -123,37 +192,198 @@ pub struct AttentionParams {
     pub softcap: Option<f32>,
     /// Hide keys after the query's position (`j > p`).
     pub causal: bool,
-    /// Position of query row 0. `None` means `kv_len - q_len` (bottom-right, as when decoding
-    /// with a KV cache; negative when `q_len > kv_len`). `Some(0)` is PyTorch's top-left
-    /// `is_causal`.
+    /// Position of query row 0 in every sequence. `None` means `kv_len - q_len`
+    /// (bottom-right, as when decoding with a KV cache; negative when `q_len > kv_len`).
+    /// `Some(0)` is PyTorch's top-left `is_causal`.
     pub q_offset: Option<i64>,
+    /// Position of query row 0 per sequence, for batches whose sequences differ; overrides
+    /// `q_offset`.
+    pub q_offsets: Option<Vec<i64>>,
     /// Sliding window `W`: key `j` is visible to position `p` only when `p - W < j <= p`, i.e.
-    /// `W` keys including the query's own (transformers' `sliding_window` and llama.cpp;
-    /// FlashAttention's `window_size = (W - 1, 0)`). A window implies the causal bound.
+    /// `W` keys including the query's own. A window implies the causal bound.
     pub window: Option<usize>,
     /// Valid key count per sequence (right padding): keys `j >= key_lengths[b]` are hidden.
     pub key_lengths: Option<Vec<usize>>,
-    /// Boolean mask `[q_len, kv_len]`, `true` = may attend, shared by every sequence and head.
-    pub mask: Option<Vec<bool>>,
+    /// First valid key per sequence (left padding, as batched generation uses): keys
+    /// `j < key_starts[b]` are hidden.
+    pub key_starts: Option<Vec<usize>>,
+    /// Packed sequences.
+    pub segments: Option<Segments>,
+    /// Boolean mask, `true` = may attend.
+    pub mask: Option<BoolMask>,
+    /// Additive mask.
+    pub additive_mask: Option<AdditiveMask>,
     /// ALiBi biases; `num_heads` must equal the shape's.
     pub alibi: Option<Alibi>,
+    /// One learned logit per query head that joins the softmax denominator (gpt-oss
+    /// "attention sinks"): probabilities then sum to less than 1.
+    pub sinks: Option<Vec<f32>>,
 }
 
 /// Attention results.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AttentionOutput {
-    /// Probabilities `[batch, num_heads, q_len, kv_len]`.
+    /// Probabilities `[batch, num_heads, q_len, kv_len]`; empty from the fused kernel.
     pub probs: Vec<f32>,
     /// Output `P V`, in the shape's layout with `num_heads` heads.
     pub out: Vec<f32>,
+    /// Natural log of each row's softmax denominator (including the sink), in the scaled
+    /// and biased score units, `[batch, num_heads, q_len]`; [`NO_KEY_LSE`] for a row with
+    /// no visible key and no sink.
+    pub lse: Vec<f32>,
 }
 
 /// Everything resolved from shape and params that both paths need.
 #[derive(Clone, Debug)]
 pub(crate) struct Resolved {
     pub scale: f64,
-    pub q_offset: i64,
+    /// Position of query row 0, per sequence.
+    pub q_offsets: Vec<i64>,
+    /// Valid key range `[start, end)` per sequence.
+    pub key_ranges: Vec<(usize, usize)>,
     pub slopes: Option<Vec<f64>>,
+}
+
+fn check_broadcast(
+    name: &'static str,
+    batch: usize,
+    heads: usize,
+    len: usize,
+    shape: &AttentionShape,
+) -> Result<()> {
+    if batch != 1 && batch != shape.batch {
+        return Err(Error::shape(
+            name,
+            batch,
+            format!(
+                "the mask's batch dimension must be 1 or batch = {}",
+                shape.batch
+            ),
+        ));
+    }
+    if heads != 1 && heads != shape.num_heads {
+        return Err(Error::shape(
+            name,
+            heads,
+            format!(
+                "the mask's head dimension must be 1 or num_heads = {}",
+                shape.num_heads
+            ),
+        ));
+    }
+    check_len(
+        name,
+        len,
+        checked_product(name, &[batch, heads, shape.q_len, shape.kv_len])?,
+    )
+}
+
+fn resolve_masks(shape: &AttentionShape, params: &AttentionParams) -> Result<()> {
+    if let Some(mask) = &params.mask {
+        check_broadcast("mask", mask.batch, mask.heads, mask.values.len(), shape)?;
+    }
+    if let Some(mask) = &params.additive_mask {
+        check_broadcast(
+            "additive_mask",
+            mask.batch,
+            mask.heads,
+            mask.values.len(),
+            shape,
+        )?;
+        if let Some(index) = mask
+            .values
+            .iter()
+            .position(|v| v.is_nan() || *v == f32::INFINITY)
+        {
+            return Err(Error::param(
+                "additive_mask",
+                f64::from(mask.values[index]),
+                format!("entry {index} is NaN or +inf; use -inf to hide a key"),
+            ));
+        }
+    }
+    if let Some(segments) = &params.segments {
+        check_len(
+            "segments.q",
+            segments.q.len(),
+            checked_product("segments.q", &[shape.batch, shape.q_len])?,
+        )?;
+        check_len(
+            "segments.kv",
+            segments.kv.len(),
+            checked_product("segments.kv", &[shape.batch, shape.kv_len])?,
+        )?;
+    }
+    if let Some(sinks) = &params.sinks {
+        check_len("sinks", sinks.len(), shape.num_heads)?;
+        if let Some(&bad) = sinks.iter().find(|s| !s.is_finite()) {
+            return Err(Error::param(
+                "sinks",
+                f64::from(bad),
+                "every sink logit must be finite",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn resolve_key_ranges(
+    shape: &AttentionShape,
+    params: &AttentionParams,
+) -> Result<Vec<(usize, usize)>> {
+    let mut ranges = vec![(0, shape.kv_len); shape.batch];
+    if let Some(lengths) = &params.key_lengths {
+        check_len("key_lengths", lengths.len(), shape.batch)?;
+        for (b, &length) in lengths.iter().enumerate() {
+            if length > shape.kv_len {
+                return Err(Error::shape(
+                    "key_lengths",
+                    length,
+                    format!("key_lengths[{b}] exceeds kv_len = {}", shape.kv_len),
+                ));
+            }
+            ranges[b].1 = length;
+        }
+    }
+    if let Some(starts) = &params.key_starts {
+        check_len("key_starts", starts.len(), shape.batch)?;
+        for (b, &start) in starts.iter().enumerate() {
+            if start > shape.kv_len {
+                return Err(Error::shape(
+                    "key_starts",
+                    start,
+                    format!("key_starts[{b}] exceeds kv_len = {}", shape.kv_len),
+                ));
+            }
+            ranges[b].0 = start;
+        }
+    }
+    Ok(ranges)
+}
+
+fn resolve_q_offsets(shape: &AttentionShape, params: &AttentionParams) -> Result<Vec<i64>> {
+    let q_offsets = match &params.q_offsets {
+        Some(offsets) => {
+            check_len("q_offsets", offsets.len(), shape.batch)?;
+            offsets.clone()
+        }
+        None => vec![params.q_offset.unwrap_or_else(|| shape.default_q_offset()); shape.batch],
+    };
+    // The GPU forms positions and distances in i32.
+    let limit = i64::from(i32::MAX) / 2;
+    for &q_offset in &q_offsets {
+        if q_offset.abs() > limit
+            || q_offset + shape.q_len as i64 > limit
+            || shape.kv_len as i64 > limit
+        {
+            return Err(Error::shape(
+                "q_offset",
+                q_offset,
+                "query and key positions must stay within +-2^30",
+            ));
+        }
+    }
+    Ok(q_offsets)
 }
 
 /// Validates `params` against `shape` and resolves the defaults.
@@ -186,23 +416,7 @@ pub(crate) fn resolve(shape: &AttentionShape, params: &AttentionParams) -> Resul
             "a window of 0 keys hides every key; use at least 1 or None",
         ));
     }
-    if let Some(lengths) = &params.key_lengths {
-        check_len("key_lengths", lengths.len(), shape.batch)?;
-        if let Some((b, &length)) = lengths.iter().enumerate().find(|(_, &l)| l > shape.kv_len) {
-            return Err(Error::shape(
-                "key_lengths",
-                length,
-                format!("key_lengths[{b}] exceeds kv_len = {}", shape.kv_len),
-            ));
-        }
-    }
-    if let Some(mask) = &params.mask {
-        check_len(
-            "mask",
-            mask.len(),
-            checked_product("mask", &[shape.q_len, shape.kv_len])?,
-        )?;
-    }
+    resolve_masks(shape, params)?;
     let slopes = match &params.alibi {
         Some(alibi) if alibi.num_heads != shape.num_heads => {
             return Err(Error::shape(
@@ -214,42 +428,45 @@ pub(crate) fn resolve(shape: &AttentionShape, params: &AttentionParams) -> Resul
         Some(alibi) => Some(alibi.slopes()?),
         None => None,
     };
-    let q_offset = params.q_offset.unwrap_or_else(|| shape.default_q_offset());
-    // The GPU forms positions in i32.
-    let limit = i64::from(i32::MAX);
-    if q_offset.abs() > limit
-        || q_offset + shape.q_len as i64 > limit
-        || shape.kv_len as i64 > limit
-    {
-        return Err(Error::shape(
-            "q_offset",
-            q_offset,
-            "query and key positions must stay within i32",
-        ));
-    }
     Ok(Resolved {
         scale,
-        q_offset,
+        q_offsets: resolve_q_offsets(shape, params)?,
+        key_ranges: resolve_key_ranges(shape, params)?,
         slopes,
     })
 }
 
-/// Whether key `j` is visible to query row `i` of sequence `b`.
+/// Index of element `[b, h, i, j]` in a broadcastable mask.
+pub(crate) fn mask_index(
+    mask_batch: usize,
+    mask_heads: usize,
+    shape: &AttentionShape,
+    b: usize,
+    h: usize,
+    i: usize,
+    j: usize,
+) -> usize {
+    let b = if mask_batch == 1 { 0 } else { b };
+    let h = if mask_heads == 1 { 0 } else { h };
+    ((b * mask_heads + h) * shape.q_len + i) * shape.kv_len + j
+}
+
+/// Whether key `j` is visible to query row `i` of head `h` in sequence `b`.
 pub(crate) fn visible(
     params: &AttentionParams,
+    resolved: &Resolved,
     shape: &AttentionShape,
-    q_offset: i64,
     b: usize,
+    h: usize,
     i: usize,
     j: usize,
 ) -> bool {
-    let position = q_offset + i as i64;
-    let key = j as i64;
-    if let Some(lengths) = &params.key_lengths {
-        if j >= lengths[b] {
-            return false;
-        }
+    let (start, end) = resolved.key_ranges[b];
+    if j < start || j >= end {
+        return false;
     }
+    let position = resolved.q_offsets[b] + i as i64;
+    let key = j as i64;
     if (params.causal || params.window.is_some()) && key > position {
         return false;
     }
@@ -258,109 +475,27 @@ pub(crate) fn visible(
             return false;
         }
     }
+    if let Some(segments) = &params.segments {
+        if segments.q[b * shape.q_len + i] != segments.kv[b * shape.kv_len + j] {
+            return false;
+        }
+    }
     if let Some(mask) = &params.mask {
-        if !mask[i * shape.kv_len + j] {
+        if !mask.values[mask_index(mask.batch, mask.heads, shape, b, h, i, j)] {
+            return false;
+        }
+    }
+    if let Some(mask) = &params.additive_mask {
+        if mask.values[mask_index(mask.batch, mask.heads, shape, b, h, i, j)] == f32::NEG_INFINITY {
             return false;
         }
     }
     true
 }
 
-fn check_inputs(shape: &AttentionShape, q: &[f32], k: &[f32], v: &[f32]) -> Result<()> {
+pub(crate) fn check_inputs(shape: &AttentionShape, q: &[f32], k: &[f32], v: &[f32]) -> Result<()> {
     let (q_len, kv_len, _) = shape.lens()?;
     check_len("q", q.len(), q_len)?;
     check_len("k", k.len(), kv_len)?;
     check_len("v", v.len(), kv_len)
-}
-
-/// Computes attention on the CPU, every sum in f64.
-///
-/// # Errors
-/// [`Error::InvalidShape`] / [`Error::InvalidParameter`] / [`Error::LengthMismatch`] naming
-/// the first invalid shape, parameter or input.
-pub fn attention_cpu(
-    shape: &AttentionShape,
-    params: &AttentionParams,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-) -> Result<AttentionOutput> {
-    let resolved = resolve(shape, params)?;
-    check_inputs(shape, q, k, v)?;
-    let (q_total, _, probs_total) = shape.lens()?;
-    let mut probs = vec![0.0f32; probs_total];
-    let mut out = vec![0.0f32; q_total];
-    let group = shape.num_heads / shape.num_kv_heads;
-    let q_strides = shape
-        .layout
-        .strides(shape.q_len, shape.num_heads, shape.head_dim);
-    let kv_strides = shape
-        .layout
-        .strides(shape.kv_len, shape.num_kv_heads, shape.head_dim);
-    let mut scores: Vec<Option<f64>> = vec![None; shape.kv_len];
-
-    for b in 0..shape.batch {
-        for h in 0..shape.num_heads {
-            let kv_head = h / group;
-            for i in 0..shape.q_len {
-                let q_start = b * q_strides[0] + i * q_strides[1] + h * q_strides[2];
-                let q_row = &q[q_start..][..shape.head_dim];
-                let mut max = f64::NEG_INFINITY;
-                for (j, score) in scores.iter_mut().enumerate() {
-                    *score = None;
-                    if !visible(params, shape, resolved.q_offset, b, i, j) {
-                        continue;
-                    }
-                    let k_row = &k
-                        [b * kv_strides[0] + j * kv_strides[1] + kv_head * kv_strides[2]..]
-                        [..shape.head_dim];
-                    let dot: f64 = q_row
-                        .iter()
-                        .zip(k_row)
-                        .map(|(&a, &b)| f64::from(a) * f64::from(b))
-                        .sum();
-                    let mut s = dot * resolved.scale;
-                    if let Some(cap) = params.softcap {
-                        let cap = f64::from(cap);
-                        s = cap * (s / cap).tanh();
-                    }
-                    if let (Some(slopes), Some(alibi)) = (&resolved.slopes, &params.alibi) {
-                        s += alibi::bias(
-                            slopes[h],
-                            alibi.bias,
-                            resolved.q_offset + i as i64,
-                            j as i64,
-                        );
-                    }
-                    *score = Some(s);
-                    max = max.max(s);
-                }
-                if scores.iter().all(Option::is_none) {
-                    // No visible key: probabilities and output stay zero.
-                    continue;
-                }
-
-                let sum: f64 = scores.iter().flatten().map(|s| (s - max).exp()).sum();
-                let probs_row = &mut probs
-                    [((b * shape.num_heads + h) * shape.q_len + i) * shape.kv_len..]
-                    [..shape.kv_len];
-                let mut acc = vec![0.0f64; shape.head_dim];
-                for (j, (&score, p_out)) in scores.iter().zip(probs_row.iter_mut()).enumerate() {
-                    let Some(s) = score else { continue };
-                    let p = (s - max).exp() / sum;
-                    *p_out = p as f32;
-                    let v_row = &v
-                        [b * kv_strides[0] + j * kv_strides[1] + kv_head * kv_strides[2]..]
-                        [..shape.head_dim];
-                    for (a, &x) in acc.iter_mut().zip(v_row) {
-                        *a += p * f64::from(x);
-                    }
-                }
-                for (o, a) in out[q_start..][..shape.head_dim].iter_mut().zip(acc) {
-                    *o = a as f32;
-                }
-            }
-        }
-    }
-    Ok(AttentionOutput { probs, out })
 }

@@ -1,0 +1,203 @@
+//! GPU path of fused attention (`shaders/flash_attention.wgsl`): one pass over tiles of keys
+//! with an online softmax; the score matrix is never written.
+
+use crate::attention::gpu::{bind_views, AttentionBuffers, Uploaded};
+use crate::attention::pack::pack;
+use crate::attention::{check_inputs, resolve, AttentionOutput, AttentionParams, AttentionShape};
+use crate::context::{GpuContext, PipelineKey};
+use crate::error::{Error, Result};
+use crate::gpu;
+
+/// Largest head_dim the fused kernel holds; wider heads use the materialising kernel.
+/// Mirrors `MAX_HEAD_DIM` in `shaders/flash_attention.wgsl`.
+pub const MAX_FUSED_HEAD_DIM: usize = 256;
+
+/// Query rows per workgroup and keys per tile; mirror `BLOCK_ROWS` and `BLOCK_KEYS` in the
+/// shader, which sizes its workgroup arrays with them.
+const BLOCK_ROWS: usize = 8;
+const BLOCK_KEYS: usize = 64;
+
+/// Workgroups below which split-K spreads the keys of a row block over more workgroups.
+/// About four per core of a large GPU; software adapters reach it with fewer splits.
+const TARGET_WORKGROUPS: usize = 512;
+
+const SOURCE: &str = concat!(
+    include_str!("../../shaders/attention_common.wgsl"),
+    include_str!("../../shaders/flash_attention.wgsl")
+);
+
+pub(crate) fn source() -> &'static str {
+    SOURCE
+}
+
+fn key(entry_point: &'static str) -> PipelineKey {
+    PipelineKey {
+        shader: "flash_attention",
+        entry_point,
+        constants: Vec::new(),
+    }
+}
+
+/// Row blocks of the dispatch: `batch * kv_heads * ceil(group * q_len / BLOCK_ROWS)`.
+fn row_blocks(shape: &AttentionShape) -> usize {
+    let group = shape.num_heads / shape.num_kv_heads;
+    shape.batch * shape.num_kv_heads * (group * shape.q_len).div_ceil(BLOCK_ROWS)
+}
+
+/// Number of key slices per row block: enough workgroups to fill a large GPU when there
+/// are few rows (decoding), with at least two key tiles per slice.
+pub fn default_splits(shape: &AttentionShape) -> usize {
+    let blocks = row_blocks(shape).max(1);
+    let tiles = shape.kv_len.div_ceil(BLOCK_KEYS);
+    TARGET_WORKGROUPS.div_ceil(blocks).min(tiles / 2).max(1)
+}
+
+/// Records fused attention over caller buffers: output and log-sum-exp, no probabilities.
+/// `num_splits` sets the split-K factor (`None` picks [`default_splits`]).
+///
+/// Heads wider than [`MAX_FUSED_HEAD_DIM`] fall back to the materialising kernel with a
+/// scratch probabilities buffer.
+///
+/// # Errors
+/// Invalid shape or params, views that do not fit their buffers, a zero `num_splits`, or
+/// bindings past the device limit.
+pub fn record(
+    ctx: &GpuContext,
+    encoder: &mut wgpu::CommandEncoder,
+    shape: &AttentionShape,
+    params: &AttentionParams,
+    buffers: &AttentionBuffers<'_>,
+    num_splits: Option<usize>,
+) -> Result<()> {
+    if shape.head_dim > MAX_FUSED_HEAD_DIM {
+        let (_, _, probs_len) = shape.lens()?;
+        let scratch = gpu::storage_empty(
+            ctx,
+            "attention scratch probs",
+            (probs_len * 4) as u64,
+            wgpu::BufferUsages::empty(),
+        );
+        let buffers = AttentionBuffers {
+            probs: Some(&scratch),
+            ..*buffers
+        };
+        return crate::attention::gpu::record(ctx, encoder, shape, params, &buffers);
+    }
+    let resolved = resolve(shape, params)?;
+    let (mut uniform, aux) = pack(shape, params, &resolved)?;
+    bind_views(ctx, shape, buffers, &mut uniform)?;
+    let splits = num_splits.unwrap_or_else(|| default_splits(shape));
+    if splits == 0 || splits > u32::MAX as usize {
+        return Err(Error::shape("num_splits", splits, "must be at least 1"));
+    }
+    let rows = shape.batch * shape.num_heads * shape.q_len;
+    if rows == 0 {
+        return Ok(());
+    }
+    uniform.num_splits = splits as u32;
+
+    let partial_floats = if splits > 1 {
+        rows * splits * (shape.head_dim + 2)
+    } else {
+        0
+    };
+    gpu::check_binding(ctx, "split-K partials", (partial_floats * 4) as u64)?;
+    let partials = gpu::storage_empty(
+        ctx,
+        "attention partials",
+        (partial_floats * 4) as u64,
+        wgpu::BufferUsages::empty(),
+    );
+    let aux = gpu::storage_init(
+        ctx,
+        "attention tables",
+        bytemuck::cast_slice(&aux),
+        wgpu::BufferUsages::empty(),
+    );
+    let uniform = gpu::uniform(ctx, "flash attention params", &uniform);
+    let bindings = [
+        &uniform,
+        &aux,
+        buffers.q.buffer,
+        buffers.k.buffer,
+        buffers.v.buffer,
+        buffers.out.buffer,
+        buffers.lse,
+        &partials,
+    ];
+
+    let main = ctx.pipeline(&key("main"), SOURCE)?;
+    let bind_group = gpu::bind_group(ctx, &main, "flash attention", &bindings);
+    gpu::record_dispatch(
+        ctx,
+        encoder,
+        &main,
+        &bind_group,
+        "flash attention",
+        (row_blocks(shape) * splits) as u64,
+    )?;
+    if splits > 1 {
+        let merge = ctx.pipeline(&key("merge"), SOURCE)?;
+        let used = [
+            (0, bindings[0]),
+            (1, bindings[1]),
+            (5, bindings[5]),
+            (6, bindings[6]),
+            (7, bindings[7]),
+        ];
+        let bind_group = gpu::bind_group_at(ctx, &merge, "flash attention merge", &used);
+        gpu::record_dispatch(
+            ctx,
+            encoder,
+            &merge,
+            &bind_group,
+            "flash attention merge",
+            rows as u64,
+        )?;
+    }
+    Ok(())
+}
+
+/// Computes fused attention on the GPU and reads back the output and log-sum-exp
+/// (`probs` is empty).
+///
+/// # Errors
+/// As for [`crate::attention::attention_cpu`], and [`Error::Gpu`] if wgpu fails.
+pub fn attention(
+    ctx: &GpuContext,
+    shape: &AttentionShape,
+    params: &AttentionParams,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    num_splits: Option<usize>,
+) -> Result<AttentionOutput> {
+    resolve(shape, params)?;
+    check_inputs(shape, q, k, v)?;
+    let (q_len, _, _) = shape.lens()?;
+    let rows = shape.batch * shape.num_heads * shape.q_len;
+    if q_len == 0 {
+        return Ok(AttentionOutput {
+            probs: Vec::new(),
+            out: Vec::new(),
+            lse: Vec::new(),
+        });
+    }
+
+    let uploaded = Uploaded::new(ctx, shape, q, k, v);
+    gpu::submit_scoped(ctx, "flash attention", |encoder| {
+        record(
+            ctx,
+            encoder,
+            shape,
+            params,
+            &uploaded.buffers(None),
+            num_splits,
+        )
+    })?;
+    Ok(AttentionOutput {
+        probs: Vec::new(),
+        out: gpu::read_f32(ctx, &uploaded.out, q_len)?,
+        lse: gpu::read_f32(ctx, &uploaded.lse, rows)?,
+    })
+}
