@@ -40,6 +40,7 @@
 pub mod alibi;
 mod angle;
 pub mod attention;
+pub mod config;
 pub mod context;
 pub mod error;
 pub mod golden;
