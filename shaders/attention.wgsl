@@ -9,19 +9,17 @@
 
 override WORKGROUP_SIZE: u32 = 64u;
 
+// True when `probs` has a narrower storage type than f32: the scores are then recomputed in
+// passes 2 and 3 instead of being kept in `probs`, so only final probabilities are rounded.
+override RECOMPUTE_SCORES: bool = false;
+
 // Largest workgroup the reduction arrays hold; the host never asks for more.
 const MAX_WORKGROUP: u32 = 256u;
 
-// Q in the caller's layout; read.
-@group(0) @binding(2) var<storage, read> q: array<f32>;
-// K in the caller's layout with KV heads; read.
-@group(0) @binding(3) var<storage, read> k: array<f32>;
-// V, same layout and offset as K; read.
-@group(0) @binding(4) var<storage, read> v: array<f32>;
-// Probabilities [batch, heads, q_len, kv_len]; written (scores are kept there in between).
-@group(0) @binding(5) var<storage, read_write> probs: array<f32>;
-// Output, same layout and offset as Q; written.
-@group(0) @binding(6) var<storage, read_write> out: array<f32>;
+// Tensors, accessed through load_NAME / store_NAME that the host generates for their
+// storage types: binding 2 `q` (the caller's layout, read), 3 `k` (KV heads, read), 4 `v`
+// (same layout and offset as K, read), 5 `probs` ([batch, heads, q_len, kv_len], written;
+// scores are kept there in between), 6 `out` (same layout and offset as Q, written).
 // Log-sum-exp per row [batch, heads, q_len]; written.
 @group(0) @binding(7) var<storage, read_write> lse: array<f32>;
 
@@ -32,9 +30,17 @@ var<workgroup> reduce_count: array<u32, MAX_WORKGROUP>;
 fn dot_row(q_base: u32, k_base: u32) -> f32 {
     var dot = 0.0;
     for (var d = 0u; d < params.head_dim; d++) {
-        dot += q[q_base + d] * k[k_base + d];
+        dot += load_q(q_base + d) * load_k(k_base + d);
     }
     return dot;
+}
+
+// The score of key j: kept in `probs` by pass 1, or recomputed.
+fn score_at(probs_base: u32, q_base: u32, kv_base: u32, b: u32, h: u32, i: u32, j: u32) -> f32 {
+    if RECOMPUTE_SCORES {
+        return finish_score(dot_row(q_base, kv_base + j * params.kv_strides.y), b, h, i, j);
+    }
+    return load_probs(probs_base + j);
 }
 
 // Tree reduction over the workgroup: max and sum of floats, sum of counts.
@@ -77,7 +83,9 @@ fn main(
     for (var j = local; j < params.kv_len; j += WORKGROUP_SIZE) {
         if is_visible(b, h, i, j) {
             let s = finish_score(dot_row(q_base, kv_base + j * params.kv_strides.y), b, h, i, j);
-            probs[probs_base + j] = s;
+            if !RECOMPUTE_SCORES {
+                store_probs(probs_base + j, s);
+            }
             local_max = max(local_max, s);
             local_count += 1u;
         }
@@ -95,8 +103,10 @@ fn main(
     var local_sum = 0.0;
     for (var j = local; j < params.kv_len; j += WORKGROUP_SIZE) {
         if is_visible(b, h, i, j) {
-            let e = exp(probs[probs_base + j] - row_max);
-            probs[probs_base + j] = e;
+            let e = exp(score_at(probs_base, q_base, kv_base, b, h, i, j) - row_max);
+            if !RECOMPUTE_SCORES {
+                store_probs(probs_base + j, e);
+            }
             local_sum += e;
         }
     }
@@ -120,9 +130,13 @@ fn main(
     for (var j = local; j < params.kv_len; j += WORKGROUP_SIZE) {
         var p = 0.0;
         if is_visible(b, h, i, j) {
-            p = probs[probs_base + j] * inverse;
+            if RECOMPUTE_SCORES {
+                p = exp(score_at(probs_base, q_base, kv_base, b, h, i, j) - row_max) * inverse;
+            } else {
+                p = load_probs(probs_base + j) * inverse;
+            }
         }
-        probs[probs_base + j] = p;
+        store_probs(probs_base + j, p);
     }
     // Make every invocation's probabilities visible to the whole workgroup.
     storageBarrier();
@@ -133,11 +147,11 @@ fn main(
     for (var d = local; d < params.head_dim; d += WORKGROUP_SIZE) {
         var acc = 0.0;
         for (var j = 0u; j < params.kv_len; j++) {
-            let p = probs[probs_base + j];
+            let p = load_probs(probs_base + j);
             if p != 0.0 {
-                acc += p * v[kv_base + j * params.kv_strides.y + d];
+                acc += p * load_v(kv_base + j * params.kv_strides.y + d);
             }
         }
-        out[q_base + d] = acc;
+        store_out(q_base + d, acc);
     }
 }

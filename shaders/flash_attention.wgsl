@@ -18,14 +18,9 @@ const MAX_HEAD_DIM: u32 = 256u;
 const COLUMNS: u32 = 32u;               // output features per invocation, MAX_HEAD_DIM / 8
 const LOWEST: f32 = -3.4028234e38;      // finite stand-in for -inf
 
-// Q in the caller's layout; read.
-@group(0) @binding(2) var<storage, read> q: array<f32>;
-// K in the caller's layout with KV heads; read.
-@group(0) @binding(3) var<storage, read> k: array<f32>;
-// V, same layout and offset as K; read.
-@group(0) @binding(4) var<storage, read> v: array<f32>;
-// Output, same layout and offset as Q; written.
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+// Tensors, accessed through load_NAME / store_NAME that the host generates for their
+// storage type: binding 2 `q` (the caller's layout, read), 3 `k` (KV heads, read), 4 `v`
+// (same layout and offset as K, read), 5 `out` (same layout and offset as Q, written).
 // Log-sum-exp per row [batch, heads, q_len]; written.
 @group(0) @binding(6) var<storage, read_write> lse: array<f32>;
 // Split-K partial states [rows, num_splits, head_dim + 2] = (max, sum, unnormalised O);
@@ -101,9 +96,9 @@ fn stage_keys(from_v: bool, block: Block, tile_start: u32, end: u32, feature0: u
         if key < end && feature < params.head_dim {
             let index = base + key * params.kv_strides.y + feature;
             if from_v {
-                value = v[index];
+                value = load_v(index);
             } else {
-                value = k[index];
+                value = load_k(index);
             }
         }
         kv_chunk[e] = value;
@@ -116,7 +111,7 @@ fn stage_queries(block: Block, feature0: u32, local: u32) {
         let feature = feature0 + e % CHUNK;
         var value = 0.0;
         if block.first_row + r < block.rows && feature < params.head_dim {
-            value = q[q_index(block, r) + feature];
+            value = load_q(q_index(block, r) + feature);
         }
         q_chunk[e] = value;
     }
@@ -279,7 +274,7 @@ fn main(
         for (var c = 0u; c < COLUMNS; c++) {
             let feature = (c / 4u) * CHUNK + my_column + 8u * (c % 4u);
             if feature < params.head_dim {
-                out[base + feature] = acc[c] * norm.x;
+                store_out(base + feature, acc[c] * norm.x);
             }
         }
         if my_column == 0u {
@@ -343,7 +338,7 @@ fn merge(
                 acc += partials[slice + 2u + d] * exp(partials[slice] - maximum);
             }
         }
-        out[base + d] = acc * norm.x;
+        store_out(base + d, acc * norm.x);
     }
     if local == 0u {
         lse[row] = norm.y;

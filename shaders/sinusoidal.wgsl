@@ -27,8 +27,8 @@ struct Params {
 @group(0) @binding(1) var<storage, read> turns: array<vec2<u32>>;
 // Position ids, one u32 per token; read only when params.use_ids == 1.
 @group(0) @binding(2) var<storage, read> ids: array<u32>;
-// Output rows [rows, row_stride] from params.out_offset; written or accumulated.
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+// Binding 3, `out`: rows [rows, row_stride] from params.out_offset, written or accumulated
+// through load_out / store_out, which the host generates for the storage type.
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
@@ -58,11 +58,12 @@ fn main(
         cos_col = params.half_dim + i;
     }
     let base = params.out_offset + row * params.row_stride;
+    var sin_value = cs.y;
+    var cos_value = cs.x;
     if params.accumulate == 1u {
-        out[base + sin_col] += cs.y;
-        out[base + cos_col] += cs.x;
-    } else {
-        out[base + sin_col] = cs.y;
-        out[base + cos_col] = cs.x;
+        sin_value += load_out(base + sin_col);
+        cos_value += load_out(base + cos_col);
     }
+    store_out(base + sin_col, sin_value);
+    store_out(base + cos_col, cos_value);
 }

@@ -29,6 +29,8 @@ pub(crate) struct PipelineKey {
     pub entry_point: &'static str,
     /// Override constants as `(name, f64 bits)`, so the key is hashable.
     pub constants: Vec<(&'static str, u64)>,
+    /// Storage types of the kernel's tensors, in binding order (a different source each).
+    pub dtypes: Vec<crate::tensor::DType>,
 }
 
 /// Which adapter to use when creating a headless context.
@@ -175,12 +177,8 @@ impl GpuContext {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Returns the cached pipeline for `key`, compiling `source` on first use.
-    pub(crate) fn pipeline(
-        &self,
-        key: &PipelineKey,
-        source: &str,
-    ) -> Result<wgpu::ComputePipeline> {
+    /// Returns the cached pipeline for `key`, compiling the source from `source()` on first use.
+    pub(crate) fn pipeline(&self, key: &PipelineKey, source: impl FnOnce() -> String) -> Result<wgpu::ComputePipeline> {
         if let Some(pipeline) = self.lock_pipelines().get(key) {
             return Ok(pipeline.clone());
         }
@@ -195,7 +193,7 @@ impl GpuContext {
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(key.shader),
-            source: wgpu::ShaderSource::Wgsl(source.into()),
+            source: wgpu::ShaderSource::Wgsl(source().into()),
         });
         let constants: Vec<(&str, f64)> = key
             .constants

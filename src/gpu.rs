@@ -4,19 +4,137 @@ use wgpu::util::DeviceExt;
 
 use crate::context::{GpuContext, PipelineKey};
 use crate::error::{Error, Result};
+use crate::tensor::DType;
 
-/// Every shader the crate compiles, composed as the pipelines see it: `(name, source)`.
+/// Every shader the crate compiles, composed as the pipelines see it, for every storage
+/// type: `(name, source)`.
 ///
-/// A kernel file that needs the angle helpers is compiled with `angle.wgsl` prepended.
-pub fn shader_sources() -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("sinusoidal", crate::sinusoidal::gpu::source()),
-        ("learned", crate::learned::gpu::source()),
-        ("rope", crate::rope::gpu::source()),
-        ("alibi", crate::alibi::gpu::source()),
-        ("attention", crate::attention::gpu::source()),
-        ("flash_attention", crate::attention::fused::source()),
-    ]
+/// WGSL has no generics, so each kernel reads and writes its tensors through `load_*` and
+/// `store_*` functions that [`tensor_declarations`] generates per storage type; kernels that
+/// need shared helpers (`angle.wgsl`, `attention_common.wgsl`) get them prepended.
+pub fn shader_sources() -> Vec<(String, String)> {
+    let mut sources = Vec::new();
+    for dtype in [DType::F32, DType::F16, DType::Bf16] {
+        let variants = [
+            ("sinusoidal", crate::sinusoidal::gpu::source(dtype)),
+            ("learned", crate::learned::gpu::source(dtype)),
+            ("rope", crate::rope::gpu::source(dtype)),
+            ("alibi", crate::alibi::gpu::source(dtype)),
+            ("attention", crate::attention::gpu::source(dtype, DType::F32)),
+            ("flash_attention", crate::attention::fused::source(dtype)),
+        ];
+        sources.extend(variants.into_iter().map(|(name, source)| (format!("{name} {}", dtype.name()), source)));
+    }
+    sources.push(("attention f32 with f16 probabilities".to_string(), crate::attention::gpu::source(DType::F32, DType::F16)));
+    sources
+}
+
+/// How a kernel binds one tensor: its WGSL name, binding number, storage type and access.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TensorBinding {
+    pub name: &'static str,
+    pub binding: u32,
+    pub dtype: DType,
+    pub writable: bool,
+}
+
+/// Rounds an f32 to the nearest-even bfloat16, keeping NaN a NaN; WGSL for the bf16 stores.
+const BF16_ROUNDING: &str = "
+fn bf16_bits(x: f32) -> u32 {
+    let bits = bitcast<u32>(x);
+    if (bits & 0x7fffffffu) > 0x7f800000u {
+        return (bits >> 16u) | 0x40u;
+    }
+    return (bits + 0x7fffu + ((bits >> 16u) & 1u)) >> 16u;
+}
+";
+
+/// Generates the WGSL declaration of each tensor and its `load_NAME(i) -> f32` and
+/// `store_NAME(i, x)` functions for the tensor's storage type.
+///
+/// f16 converts on load and store (values past the f16 range saturate to +-65504 instead of
+/// being undefined). bf16 packs two elements per `u32`: loads shift the half into the high
+/// bits of an f32; stores round to nearest even and replace their half with an atomic AND
+/// then OR, because the neighbour in the same word may be written by another invocation.
+pub(crate) fn tensor_declarations(tensors: &[TensorBinding]) -> String {
+    let mut text = String::new();
+    if tensors.iter().any(|t| t.dtype == DType::F16) {
+        text.push_str("enable f16;\n");
+    }
+    if tensors.iter().any(|t| t.dtype == DType::Bf16 && t.writable) {
+        text.push_str(BF16_ROUNDING);
+    }
+    for t in tensors {
+        let (name, binding) = (t.name, t.binding);
+        let access = if t.writable { "read_write" } else { "read" };
+        let declaration = match (t.dtype, t.writable) {
+            (DType::F32, _) => format!(
+                "@group(0) @binding({binding}) var<storage, {access}> {name}: array<f32>;
+fn load_{name}(i: u32) -> f32 {{ return {name}[i]; }}
+"
+            ),
+            (DType::F16, _) => format!(
+                "@group(0) @binding({binding}) var<storage, {access}> {name}: array<f16>;
+fn load_{name}(i: u32) -> f32 {{ return f32({name}[i]); }}
+"
+            ),
+            (DType::Bf16, false) => format!(
+                "@group(0) @binding({binding}) var<storage, read> {name}: array<u32>;
+fn load_{name}(i: u32) -> f32 {{
+    let word = {name}[i >> 1u];
+    return bitcast<f32>(select(word << 16u, word & 0xffff0000u, (i & 1u) == 1u));
+}}
+"
+            ),
+            (DType::Bf16, true) => format!(
+                "@group(0) @binding({binding}) var<storage, read_write> {name}: array<atomic<u32>>;
+fn load_{name}(i: u32) -> f32 {{
+    let word = atomicLoad(&{name}[i >> 1u]);
+    return bitcast<f32>(select(word << 16u, word & 0xffff0000u, (i & 1u) == 1u));
+}}
+"
+            ),
+        };
+        text.push_str(&declaration);
+        if t.writable {
+            let store = match t.dtype {
+                DType::F32 => format!("fn store_{name}(i: u32, x: f32) {{ {name}[i] = x; }}\n"),
+                DType::F16 => format!("fn store_{name}(i: u32, x: f32) {{ {name}[i] = f16(clamp(x, -65504.0, 65504.0)); }}\n"),
+                DType::Bf16 => format!(
+                    "fn store_{name}(i: u32, x: f32) {{
+    let shift = (i & 1u) * 16u;
+    atomicAnd(&{name}[i >> 1u], ~(0xffffu << shift));
+    atomicOr(&{name}[i >> 1u], bf16_bits(x) << shift);
+}}
+"
+                ),
+            };
+            text.push_str(&store);
+        }
+    }
+    text
+}
+
+/// Fails with [`Error::Unsupported`] when the device cannot store `dtype`.
+pub(crate) fn require_dtype(ctx: &GpuContext, dtype: DType) -> Result<()> {
+    if dtype == DType::F16 && !ctx.supports_f16() {
+        return Err(Error::Unsupported {
+            what: "f16 storage (wgpu::Features::SHADER_F16)".into(),
+            hint: "use DType::Bf16 or DType::F32, or an adapter with SHADER_F16".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Fails unless every view has the same storage type, and returns it.
+pub(crate) fn common_dtype(views: &[(&'static str, DType)]) -> Result<DType> {
+    let (first_name, first) = views[0];
+    for &(name, dtype) in &views[1..] {
+        if dtype != first {
+            return Err(Error::shape(name, 0, format!("{name} is {} but {first_name} is {}; use one storage type for both", dtype.name(), first.name())));
+        }
+    }
+    Ok(first)
 }
 
 /// Invocations per workgroup for the element-wise kernels. 64 is a multiple of every
@@ -25,15 +143,12 @@ pub fn shader_sources() -> Vec<(&'static str, &'static str)> {
 pub(crate) const WORKGROUP_SIZE: u32 = 64;
 
 /// Builds a pipeline key with the workgroup size override set.
-pub(crate) fn key(
-    shader: &'static str,
-    entry_point: &'static str,
-    workgroup_size: u32,
-) -> PipelineKey {
+pub(crate) fn key(shader: &'static str, entry_point: &'static str, workgroup_size: u32, dtypes: &[DType]) -> PipelineKey {
     PipelineKey {
         shader,
         entry_point,
         constants: vec![("WORKGROUP_SIZE", f64::from(workgroup_size).to_bits())],
+        dtypes: dtypes.to_vec(),
     }
 }
 
@@ -457,4 +572,10 @@ impl GpuContext {
         check_view("buffer", buffer, 0, len as u64, 4)?;
         read_f32(self, buffer, len)
     }
+}
+
+/// Reads `len` elements of type `T` from the start of `buffer`.
+pub(crate) fn read_elements<T: crate::tensor::Element>(ctx: &GpuContext, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<T>> {
+    let bytes = read_bytes(ctx, buffer, (len * std::mem::size_of::<T>()) as u64)?;
+    Ok(bytemuck::pod_collect_to_vec(&bytes))
 }

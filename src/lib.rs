@@ -53,6 +53,6 @@ pub mod tensor;
 pub use context::{AdapterRequest, GpuContext};
 pub use error::{Error, Result};
 pub use gpu::{shader_sources, StatusBuffer};
-pub use tensor::{GpuPositions, Layout, Positions, TensorView};
+pub use tensor::{DType, Element, GpuPositions, Layout, Positions, TensorView};
 /// The wgpu this crate is built against; use it to create devices and buffers for posenc.
 pub use wgpu;

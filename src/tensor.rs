@@ -93,26 +93,106 @@ impl Positions<'_> {
     }
 }
 
-/// A tensor in a caller's GPU buffer: the buffer and the element offset where it starts.
+/// Storage type of a tensor in a GPU buffer; arithmetic is always f32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum DType {
+    /// IEEE binary32.
+    #[default]
+    F32,
+    /// IEEE binary16; needs the adapter's `SHADER_F16` feature.
+    F16,
+    /// bfloat16 (the upper half of an f32), the storage type of most checkpoints. Stored two
+    /// per 32-bit word, little end first, and widened in the shader; works on every adapter.
+    Bf16,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn size(self) -> u64 {
+        match self {
+            DType::F32 => 4,
+            DType::F16 | DType::Bf16 => 2,
+        }
+    }
+
+    /// The lower-case name: `f32`, `f16` or `bf16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::Bf16 => "bf16",
+        }
+    }
+}
+
+/// A host element type that maps to a [`DType`]: `f32`, `half::f16` or `half::bf16`.
+pub trait Element: bytemuck::Pod + Copy + Send + Sync + 'static {
+    /// The matching storage type.
+    const DTYPE: DType;
+    /// Widens to f32 (exact).
+    fn to_f32(self) -> f32;
+    /// Rounds an f32 to nearest even.
+    fn from_f32(value: f32) -> Self;
+}
+
+impl Element for f32 {
+    const DTYPE: DType = DType::F32;
+    fn to_f32(self) -> f32 {
+        self
+    }
+    fn from_f32(value: f32) -> Self {
+        value
+    }
+}
+
+impl Element for half::f16 {
+    const DTYPE: DType = DType::F16;
+    fn to_f32(self) -> f32 {
+        half::f16::to_f32(self)
+    }
+    fn from_f32(value: f32) -> Self {
+        half::f16::from_f32(value)
+    }
+}
+
+impl Element for half::bf16 {
+    const DTYPE: DType = DType::Bf16;
+    fn to_f32(self) -> f32 {
+        half::bf16::to_f32(self)
+    }
+    fn from_f32(value: f32) -> Self {
+        half::bf16::from_f32(value)
+    }
+}
+
+/// A tensor in a caller's GPU buffer: the buffer, the element offset where it starts, and
+/// its storage type.
 ///
 /// The offset is passed to the shader, so it needs no binding alignment.
 #[derive(Clone, Copy, Debug)]
 pub struct TensorView<'a> {
     /// The buffer; it needs `STORAGE` usage.
     pub buffer: &'a wgpu::Buffer,
-    /// Offset of the first element, in elements (not bytes).
+    /// Offset of the first element, in elements of `dtype` (not bytes).
     pub offset: u64,
+    /// Storage type of the elements.
+    pub dtype: DType,
 }
 
 impl<'a> TensorView<'a> {
-    /// A view starting at the first element of `buffer`.
+    /// An f32 view starting at the first element of `buffer`.
     pub fn new(buffer: &'a wgpu::Buffer) -> Self {
-        Self { buffer, offset: 0 }
+        Self { buffer, offset: 0, dtype: DType::F32 }
     }
 
-    /// A view starting at element `offset` of `buffer`.
+    /// An f32 view starting at element `offset` of `buffer`.
     pub fn at(buffer: &'a wgpu::Buffer, offset: u64) -> Self {
-        Self { buffer, offset }
+        Self { buffer, offset, dtype: DType::F32 }
+    }
+
+    /// The same view with another storage type (the offset counts elements of that type).
+    pub fn with_dtype(self, dtype: DType) -> Self {
+        Self { dtype, ..self }
     }
 }
 

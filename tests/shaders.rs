@@ -18,7 +18,7 @@ fn validate(name: &str, source: &str) -> (naga::Module, ModuleInfo) {
 }
 
 /// Translates entry point `entry` of a validated module for every platform.
-fn translate(name: &str, module: &naga::Module, info: &ModuleInfo, entry: &str) {
+fn translate(name: &str, module: &naga::Module, info: &ModuleInfo, entry: &str, uses_f16: bool) {
     // Override constants keep their WGSL defaults, as a pipeline that sets none would.
     let (module, info) = naga::back::pipeline_constants::process_overrides(
         module,
@@ -52,7 +52,8 @@ fn translate(name: &str, module: &naga::Module, info: &ModuleInfo, entry: &str) 
         "{name}::{entry}: MSL has no kernel"
     );
 
-    let hlsl_options = hlsl::Options::default();
+    // Shader model 6.2 is the first with 16-bit types.
+    let hlsl_options = hlsl::Options { shader_model: if uses_f16 { hlsl::ShaderModel::V6_2 } else { hlsl::ShaderModel::V5_1 }, ..Default::default() };
     let hlsl_pipeline = hlsl::PipelineOptions {
         entry_point: Some((naga::ShaderStage::Compute, entry.into())),
     };
@@ -65,6 +66,10 @@ fn translate(name: &str, module: &naga::Module, info: &ModuleInfo, entry: &str) 
         "{name}::{entry}: HLSL has no compute entry"
     );
 
+    if uses_f16 {
+        // wgpu's GL backend never offers SHADER_F16, so f16 kernels are not built for GL.
+        return;
+    }
     let glsl_options = glsl::Options {
         version: glsl::Version::Desktop(430),
         ..Default::default()
@@ -103,7 +108,7 @@ fn shaders_validate_and_translate() {
         let (module, info) = validate(name, source);
         assert!(!module.entry_points.is_empty(), "{name}: no entry point");
         for entry in &module.entry_points {
-            translate(name, &module, &info, &entry.name);
+            translate(name, &module, &info, &entry.name, source.contains("enable f16;"));
             entry_points += 1;
         }
     }

@@ -3,8 +3,8 @@
 use crate::alibi::{Alibi, AlibiBias};
 use crate::context::GpuContext;
 use crate::error::{checked_product, Error, Result};
-use crate::gpu;
-use crate::tensor::TensorView;
+use crate::gpu::{self, TensorBinding};
+use crate::tensor::{DType, Element, TensorView};
 
 /// Mirrors `Params` in `shaders/alibi.wgsl`.
 #[repr(C)]
@@ -20,10 +20,10 @@ struct AlibiUniform {
     _pad: u32,
 }
 
-const SOURCE: &str = include_str!("../../shaders/alibi.wgsl");
-
-pub(crate) fn source() -> &'static str {
-    SOURCE
+/// The kernel with the declaration of its output for `dtype`.
+pub(crate) fn source(dtype: DType) -> String {
+    let tensors = [TensorBinding { name: "out", binding: 2, dtype, writable: true }];
+    [gpu::tensor_declarations(&tensors).as_str(), include_str!("../../shaders/alibi.wgsl")].concat()
 }
 
 /// Records the bias `[num_heads, q_len, kv_len]` into `target` (written, or added when
@@ -45,7 +45,8 @@ pub fn record(
 ) -> Result<()> {
     let slopes: Vec<f32> = alibi.slopes()?.into_iter().map(|s| s as f32).collect();
     let elements = checked_product("bias", &[alibi.num_heads, q_len, kv_len])? as u64;
-    gpu::check_view("target", target.buffer, target.offset, elements, 4)?;
+    gpu::require_dtype(ctx, target.dtype)?;
+    gpu::check_view("target", target.buffer, target.offset, elements, target.dtype.size())?;
     gpu::check_binding(ctx, "target", target.buffer.size())?;
     // Distances are formed in i32 in the shader.
     let q_offset_i32 = i32::try_from(q_offset)
@@ -72,7 +73,7 @@ pub fn record(
         out_offset: target.offset as u32,
         _pad: 0,
     };
-    let pipeline = ctx.pipeline(&gpu::key("alibi", "main", gpu::WORKGROUP_SIZE), SOURCE)?;
+    let pipeline = ctx.pipeline(&gpu::key("alibi", "main", gpu::WORKGROUP_SIZE, &[target.dtype]), || source(target.dtype))?;
     let uniform = gpu::uniform(ctx, "alibi params", &uniform);
     let slopes = gpu::storage_init(
         ctx,
@@ -95,14 +96,15 @@ pub fn record(
 ///
 /// # Errors
 /// As for [`record`], and [`Error::Gpu`] if wgpu fails.
-pub fn bias(
+pub fn bias<T: Element>(
     ctx: &GpuContext,
     alibi: &Alibi,
     q_len: usize,
     kv_len: usize,
     q_offset: i64,
-) -> Result<Vec<f32>> {
+) -> Result<Vec<T>> {
     alibi.slopes()?;
+    gpu::require_dtype(ctx, T::DTYPE)?;
     let len = checked_product("bias", &[alibi.num_heads, q_len, kv_len])?;
     if len == 0 {
         return Ok(Vec::new());
@@ -110,7 +112,7 @@ pub fn bias(
     let target = gpu::storage_empty(
         ctx,
         "alibi bias",
-        (len * 4) as u64,
+        len as u64 * T::DTYPE.size(),
         wgpu::BufferUsages::COPY_SRC,
     );
     gpu::submit_scoped(ctx, "alibi", |encoder| {
@@ -121,9 +123,9 @@ pub fn bias(
             q_len,
             kv_len,
             q_offset,
-            TensorView::new(&target),
+            TensorView::new(&target).with_dtype(T::DTYPE),
             false,
         )
     })?;
-    gpu::read_f32(ctx, &target, len)
+    gpu::read_elements(ctx, &target, len)
 }

@@ -58,7 +58,7 @@ pub fn attention_cpu(
     v: &[f32],
 ) -> Result<AttentionOutput> {
     let resolved = resolve(shape, params)?;
-    check_inputs(shape, q, k, v)?;
+    check_inputs(shape, q.len(), k.len(), v.len())?;
     let (q_total, _, probs_total) = shape.lens()?;
     let mut output = AttentionOutput {
         probs: vec![0.0; probs_total],

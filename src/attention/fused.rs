@@ -6,7 +6,8 @@ use crate::attention::pack::pack;
 use crate::attention::{check_inputs, resolve, AttentionOutput, AttentionParams, AttentionShape};
 use crate::context::{GpuContext, PipelineKey};
 use crate::error::{Error, Result};
-use crate::gpu;
+use crate::gpu::{self, TensorBinding};
+use crate::tensor::{DType, Element, TensorView};
 
 /// Largest head_dim the fused kernel holds; wider heads use the materialising kernel.
 /// Mirrors `MAX_HEAD_DIM` in `shaders/flash_attention.wgsl`.
@@ -21,21 +22,24 @@ const BLOCK_KEYS: usize = 64;
 /// About four per core of a large GPU; software adapters reach it with fewer splits.
 const TARGET_WORKGROUPS: usize = 512;
 
-const SOURCE: &str = concat!(
-    include_str!("../../shaders/attention_common.wgsl"),
-    include_str!("../../shaders/flash_attention.wgsl")
-);
-
-pub(crate) fn source() -> &'static str {
-    SOURCE
+/// The kernel with the shared mask code and the declarations of Q, K, V and the output.
+pub(crate) fn source(dtype: DType) -> String {
+    let tensors = [
+        TensorBinding { name: "q", binding: 2, dtype, writable: false },
+        TensorBinding { name: "k", binding: 3, dtype, writable: false },
+        TensorBinding { name: "v", binding: 4, dtype, writable: false },
+        TensorBinding { name: "out", binding: 5, dtype, writable: true },
+    ];
+    [
+        gpu::tensor_declarations(&tensors).as_str(),
+        include_str!("../../shaders/attention_common.wgsl"),
+        include_str!("../../shaders/flash_attention.wgsl"),
+    ]
+    .concat()
 }
 
-fn key(entry_point: &'static str) -> PipelineKey {
-    PipelineKey {
-        shader: "flash_attention",
-        entry_point,
-        constants: Vec::new(),
-    }
+fn key(entry_point: &'static str, dtype: DType) -> PipelineKey {
+    PipelineKey { shader: "flash_attention", entry_point, constants: Vec::new(), dtypes: vec![dtype] }
 }
 
 /// Row blocks of the dispatch: `batch * kv_heads * ceil(group * q_len / BLOCK_ROWS)`.
@@ -59,8 +63,8 @@ pub fn default_splits(shape: &AttentionShape) -> usize {
 /// scratch probabilities buffer.
 ///
 /// # Errors
-/// Invalid shape or params, views that do not fit their buffers, a zero `num_splits`, or
-/// bindings past the device limit.
+/// Invalid shape or params, views that do not fit their buffers or mix storage types, a
+/// zero `num_splits`, or bindings past the device limit.
 pub fn record(
     ctx: &GpuContext,
     encoder: &mut wgpu::CommandEncoder,
@@ -71,24 +75,16 @@ pub fn record(
 ) -> Result<()> {
     if shape.head_dim > MAX_FUSED_HEAD_DIM {
         let (_, _, probs_len) = shape.lens()?;
-        let scratch = gpu::storage_empty(
-            ctx,
-            "attention scratch probs",
-            (probs_len * 4) as u64,
-            wgpu::BufferUsages::empty(),
-        );
-        let buffers = AttentionBuffers {
-            probs: Some(&scratch),
-            ..*buffers
-        };
+        let scratch = gpu::storage_empty(ctx, "attention scratch probs", (probs_len * 4) as u64, wgpu::BufferUsages::empty());
+        let buffers = AttentionBuffers { probs: Some(TensorView::new(&scratch)), ..*buffers };
         return crate::attention::gpu::record(ctx, encoder, shape, params, &buffers);
     }
     let resolved = resolve(shape, params)?;
     let (mut uniform, aux) = pack(shape, params, &resolved)?;
-    bind_views(ctx, shape, buffers, &mut uniform)?;
+    let dtype = bind_views(ctx, shape, buffers, &mut uniform)?;
     let splits = num_splits.unwrap_or_else(|| default_splits(shape));
     if splits == 0 || splits > u32::MAX as usize {
-        return Err(Error::shape("num_splits", splits, "must be at least 1"));
+        return Err(Error::shape("num_splits", splits, "must be at least 1 and below 2^32"));
     }
     let rows = shape.batch * shape.num_heads * shape.q_len;
     if rows == 0 {
@@ -96,108 +92,55 @@ pub fn record(
     }
     uniform.num_splits = splits as u32;
 
-    let partial_floats = if splits > 1 {
-        rows * splits * (shape.head_dim + 2)
-    } else {
-        0
-    };
+    let partial_floats = if splits > 1 { rows * splits * (shape.head_dim + 2) } else { 0 };
     gpu::check_binding(ctx, "split-K partials", (partial_floats * 4) as u64)?;
-    let partials = gpu::storage_empty(
-        ctx,
-        "attention partials",
-        (partial_floats * 4) as u64,
-        wgpu::BufferUsages::empty(),
-    );
-    let aux = gpu::storage_init(
-        ctx,
-        "attention tables",
-        bytemuck::cast_slice(&aux),
-        wgpu::BufferUsages::empty(),
-    );
+    let partials = gpu::storage_empty(ctx, "attention partials", (partial_floats * 4) as u64, wgpu::BufferUsages::empty());
+    let aux = gpu::storage_init(ctx, "attention tables", bytemuck::cast_slice(&aux), wgpu::BufferUsages::empty());
     let uniform = gpu::uniform(ctx, "flash attention params", &uniform);
-    let bindings = [
-        &uniform,
-        &aux,
-        buffers.q.buffer,
-        buffers.k.buffer,
-        buffers.v.buffer,
-        buffers.out.buffer,
-        buffers.lse,
-        &partials,
-    ];
 
-    let main = ctx.pipeline(&key("main"), SOURCE)?;
+    let main = ctx.pipeline(&key("main", dtype), || source(dtype))?;
+    let bindings = [&uniform, &aux, buffers.q.buffer, buffers.k.buffer, buffers.v.buffer, buffers.out.buffer, buffers.lse, &partials];
     let bind_group = gpu::bind_group(ctx, &main, "flash attention", &bindings);
-    gpu::record_dispatch(
-        ctx,
-        encoder,
-        &main,
-        &bind_group,
-        "flash attention",
-        (row_blocks(shape) * splits) as u64,
-    )?;
+    gpu::record_dispatch(ctx, encoder, &main, &bind_group, "flash attention", (row_blocks(shape) * splits) as u64)?;
     if splits > 1 {
-        let merge = ctx.pipeline(&key("merge"), SOURCE)?;
-        let used = [
-            (0, bindings[0]),
-            (1, bindings[1]),
-            (5, bindings[5]),
-            (6, bindings[6]),
-            (7, bindings[7]),
-        ];
+        let merge = ctx.pipeline(&key("merge", dtype), || source(dtype))?;
+        // The merge entry point's automatic layout holds only the bindings it uses.
+        let used = [(0, bindings[0]), (1, bindings[1]), (5, bindings[5]), (6, bindings[6]), (7, bindings[7])];
         let bind_group = gpu::bind_group_at(ctx, &merge, "flash attention merge", &used);
-        gpu::record_dispatch(
-            ctx,
-            encoder,
-            &merge,
-            &bind_group,
-            "flash attention merge",
-            rows as u64,
-        )?;
+        gpu::record_dispatch(ctx, encoder, &merge, &bind_group, "flash attention merge", rows as u64)?;
     }
     Ok(())
 }
 
-/// Computes fused attention on the GPU and reads back the output and log-sum-exp
-/// (`probs` is empty).
+/// Computes fused attention on the GPU and reads back the output and log-sum-exp (`probs`
+/// is empty). `T` is the storage type of Q, K, V and the output.
 ///
 /// # Errors
-/// As for [`crate::attention::attention_cpu`], and [`Error::Gpu`] if wgpu fails.
-pub fn attention(
+/// As for [`crate::attention::attention_cpu`], [`Error::Unsupported`] for f16 without
+/// `SHADER_F16`, and [`Error::Gpu`] if wgpu fails.
+pub fn attention<T: Element>(
     ctx: &GpuContext,
     shape: &AttentionShape,
     params: &AttentionParams,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    q: &[T],
+    k: &[T],
+    v: &[T],
     num_splits: Option<usize>,
-) -> Result<AttentionOutput> {
+) -> Result<AttentionOutput<T>> {
     resolve(shape, params)?;
-    check_inputs(shape, q, k, v)?;
+    check_inputs(shape, q.len(), k.len(), v.len())?;
+    gpu::require_dtype(ctx, T::DTYPE)?;
     let (q_len, _, _) = shape.lens()?;
     let rows = shape.batch * shape.num_heads * shape.q_len;
     if q_len == 0 {
-        return Ok(AttentionOutput {
-            probs: Vec::new(),
-            out: Vec::new(),
-            lse: Vec::new(),
-        });
+        return Ok(AttentionOutput { probs: Vec::new(), out: Vec::new(), lse: Vec::new() });
     }
 
     let uploaded = Uploaded::new(ctx, shape, q, k, v);
-    gpu::submit_scoped(ctx, "flash attention", |encoder| {
-        record(
-            ctx,
-            encoder,
-            shape,
-            params,
-            &uploaded.buffers(None),
-            num_splits,
-        )
-    })?;
+    gpu::submit_scoped(ctx, "flash attention", |encoder| record(ctx, encoder, shape, params, &uploaded.buffers(None), num_splits))?;
     Ok(AttentionOutput {
         probs: Vec::new(),
-        out: gpu::read_f32(ctx, &uploaded.out, q_len)?,
+        out: gpu::read_elements(ctx, &uploaded.out, q_len)?,
         lse: gpu::read_f32(ctx, &uploaded.lse, rows)?,
     })
 }

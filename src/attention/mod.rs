@@ -220,13 +220,13 @@ pub struct AttentionParams {
     pub sinks: Option<Vec<f32>>,
 }
 
-/// Attention results.
+/// Attention results; `T` is the storage type of the output.
 #[derive(Clone, Debug, PartialEq)]
-pub struct AttentionOutput {
+pub struct AttentionOutput<T = f32> {
     /// Probabilities `[batch, num_heads, q_len, kv_len]`; empty from the fused kernel.
     pub probs: Vec<f32>,
     /// Output `P V`, in the shape's layout with `num_heads` heads.
-    pub out: Vec<f32>,
+    pub out: Vec<T>,
     /// Natural log of each row's softmax denominator (including the sink), in the scaled
     /// and biased score units, `[batch, num_heads, q_len]`; [`NO_KEY_LSE`] for a row with
     /// no visible key and no sink.
@@ -493,9 +493,9 @@ pub(crate) fn visible(
     true
 }
 
-pub(crate) fn check_inputs(shape: &AttentionShape, q: &[f32], k: &[f32], v: &[f32]) -> Result<()> {
+pub(crate) fn check_inputs(shape: &AttentionShape, q: usize, k: usize, v: usize) -> Result<()> {
     let (q_len, kv_len, _) = shape.lens()?;
-    check_len("q", q.len(), q_len)?;
-    check_len("k", k.len(), kv_len)?;
-    check_len("v", v.len(), kv_len)
+    check_len("q", q, q_len)?;
+    check_len("k", k, kv_len)?;
+    check_len("v", v, kv_len)
 }

@@ -2,9 +2,9 @@
 
 use crate::context::GpuContext;
 use crate::error::{check_len, checked_product, Error, Result};
-use crate::gpu::{self, PositionBinding, StatusBuffer, UploadedPositions};
+use crate::gpu::{self, PositionBinding, StatusBuffer, TensorBinding, UploadedPositions};
 use crate::learned::LearnedTable;
-use crate::tensor::{GpuPositions, Positions, TensorView};
+use crate::tensor::{DType, Element, GpuPositions, Positions, TensorView};
 
 /// Mirrors `Params` in `shaders/learned.wgsl`.
 #[repr(C)]
@@ -23,10 +23,13 @@ struct LearnedUniform {
     _pad: [u32; 2],
 }
 
-const SOURCE: &str = include_str!("../../shaders/learned.wgsl");
-
-pub(crate) fn source() -> &'static str {
-    SOURCE
+/// The kernel with its tensor declarations; the table and embeddings share one storage type.
+pub(crate) fn source(dtype: DType) -> String {
+    let tensors = [
+        TensorBinding { name: "table", binding: 1, dtype, writable: false },
+        TensorBinding { name: "out", binding: 3, dtype, writable: true },
+    ];
+    [gpu::tensor_declarations(&tensors).as_str(), include_str!("../../shaders/learned.wgsl")].concat()
 }
 
 /// Records `target[b, t, :] += table[position, :]` for `[batch, seq_len, dim]` in the
@@ -50,10 +53,12 @@ pub fn record(
 ) -> Result<()> {
     let table_len = checked_product("table", &[shape.max_positions, shape.dim])?;
     shape.validate(table_len)?;
-    gpu::check_view("table", table.buffer, table.offset, table_len as u64, 4)?;
+    let dtype = gpu::common_dtype(&[("table", table.dtype), ("target", target.dtype)])?;
+    gpu::require_dtype(ctx, dtype)?;
+    gpu::check_view("table", table.buffer, table.offset, table_len as u64, dtype.size())?;
     let rows = checked_product("rows", &[batch, seq_len])?;
     let elements = checked_product("target", &[rows, shape.dim])? as u64;
-    gpu::check_view("target", target.buffer, target.offset, elements, 4)?;
+    gpu::check_view("target", target.buffer, target.offset, elements, dtype.size())?;
     gpu::check_binding(ctx, "table", table.buffer.size())?;
     gpu::check_binding(ctx, "target", target.buffer.size())?;
     if let GpuPositions::Start(start) = positions {
@@ -90,7 +95,7 @@ pub fn record(
         out_offset: target.offset as u32,
         _pad: [0; 2],
     };
-    let pipeline = ctx.pipeline(&gpu::key("learned", "main", gpu::WORKGROUP_SIZE), SOURCE)?;
+    let pipeline = ctx.pipeline(&gpu::key("learned", "main", gpu::WORKGROUP_SIZE, &[dtype]), || source(dtype))?;
     let uniform = gpu::uniform(ctx, "learned params", &uniform);
     let placeholder;
     let ids = match ids {
@@ -121,15 +126,16 @@ pub fn record(
 ///
 /// # Errors
 /// As for [`crate::learned::add_cpu`], and [`Error::Gpu`] if wgpu fails.
-pub fn add(
+pub fn add<T: Element>(
     ctx: &GpuContext,
     shape: &LearnedTable,
-    table: &[f32],
+    table: &[T],
     positions: Positions<'_>,
     batch: usize,
     seq_len: usize,
-    embeddings: &[f32],
-) -> Result<Vec<f32>> {
+    embeddings: &[T],
+) -> Result<Vec<T>> {
+    gpu::require_dtype(ctx, T::DTYPE)?;
     shape.validate(table.len())?;
     check_len(
         "embeddings",
@@ -160,15 +166,15 @@ pub fn add(
             ctx,
             encoder,
             shape,
-            TensorView::new(&table_buffer),
+            TensorView::new(&table_buffer).with_dtype(T::DTYPE),
             uploaded.as_gpu(),
             batch,
             seq_len,
-            TensorView::new(&target),
+            TensorView::new(&target).with_dtype(T::DTYPE),
             &status,
         )
     })?;
-    let out = gpu::read_f32(ctx, &target, embeddings.len())?;
+    let out = gpu::read_elements(ctx, &target, embeddings.len())?;
     let out_of_range = status.read(ctx)?;
     if out_of_range > 0 {
         return Err(Error::PositionsOutOfRange {

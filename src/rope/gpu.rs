@@ -3,11 +3,11 @@
 use crate::angle::turns_table;
 use crate::context::GpuContext;
 use crate::error::{check_len, checked_product, Error, Result};
-use crate::gpu::{self, PositionBinding, StatusBuffer, UploadedPositions};
+use crate::gpu::{self, PositionBinding, StatusBuffer, TensorBinding, UploadedPositions};
 use crate::rope::{
     check_frequencies, check_shape, QkShape, RopeConfig, RopeFrequencies, RopeLayout, RopeTables,
 };
-use crate::tensor::{GpuPositions, Positions, TensorView};
+use crate::tensor::{DType, Element, GpuPositions, Positions, TensorView};
 
 /// Mirrors `Params` in `shaders/rope.wgsl`.
 #[repr(C)]
@@ -39,13 +39,18 @@ struct RopeUniform {
     _pad: u32,
 }
 
-const SOURCE: &str = concat!(
-    include_str!("../../shaders/angle.wgsl"),
-    include_str!("../../shaders/rope.wgsl")
-);
-
-pub(crate) fn source() -> &'static str {
-    SOURCE
+/// The kernel with the angle helpers it calls and the declarations of Q and K for `dtype`.
+pub(crate) fn source(dtype: DType) -> String {
+    let tensors = [
+        TensorBinding { name: "q", binding: 3, dtype, writable: true },
+        TensorBinding { name: "k", binding: 4, dtype, writable: true },
+    ];
+    [
+        gpu::tensor_declarations(&tensors).as_str(),
+        include_str!("../../shaders/angle.wgsl"),
+        include_str!("../../shaders/rope.wgsl"),
+    ]
+    .concat()
 }
 
 /// A tensor of heads in a caller's buffer: where it starts and its element strides.
@@ -120,7 +125,7 @@ fn heads_layout(
         heads_view.view.buffer,
         heads_view.view.offset,
         extent as u64,
-        4,
+        heads_view.view.dtype.size(),
     )?;
     let to_u32 = |s: usize| {
         u32::try_from(s).map_err(|_| Error::shape(name, s, "strides must be below 2^32"))
@@ -188,6 +193,11 @@ pub fn record(
     check_shape(config, shape)?;
     check_frequencies(config, frequencies)?;
     let tokens = checked_product("tokens", &[shape.batch, shape.seq_len])?;
+    let dtype = match (&dispatch.k, shape.num_kv_heads) {
+        (Some(k), heads) if heads > 0 => gpu::common_dtype(&[("q", dispatch.q.view.dtype), ("k", k.view.dtype)])?,
+        _ => dispatch.q.view.dtype,
+    };
+    gpu::require_dtype(ctx, dtype)?;
     let (q_offset, q_strides) = heads_layout("q", &dispatch.q, shape, shape.num_heads)?;
     let (k_offset, k_strides, k_buffer) = match (&dispatch.k, shape.num_kv_heads) {
         (_, 0) => (0, [0; 3], None),
@@ -255,7 +265,7 @@ pub fn record(
         k_head_stride: k_strides[2],
         _pad: 0,
     };
-    let pipeline = ctx.pipeline(&gpu::key("rope", "apply", gpu::WORKGROUP_SIZE), SOURCE)?;
+    let pipeline = ctx.pipeline(&gpu::key("rope", "apply", gpu::WORKGROUP_SIZE, &[dtype]), || source(dtype))?;
     let uniform = gpu::uniform(ctx, "rope params", &uniform);
     let turns = turns_buffer(ctx, frequencies);
     // A buffer bound read-write may not be bound again in the same dispatch, so the unused
@@ -305,15 +315,16 @@ fn layout_code(layout: RopeLayout) -> u32 {
 ///
 /// # Errors
 /// As for [`crate::rope::apply_cpu`], and [`Error::Gpu`] if wgpu fails.
-pub fn apply(
+pub fn apply<T: Element>(
     ctx: &GpuContext,
     config: &RopeConfig,
     frequencies: &RopeFrequencies,
     shape: &QkShape,
     positions: Positions<'_>,
-    q: &[f32],
-    k: &[f32],
-) -> Result<(Vec<f32>, Vec<f32>)> {
+    q: &[T],
+    k: &[T],
+) -> Result<(Vec<T>, Vec<T>)> {
+    gpu::require_dtype(ctx, T::DTYPE)?;
     check_shape(config, shape)?;
     check_frequencies(config, frequencies)?;
     let (q_len, k_len) = shape.lens()?;
@@ -331,8 +342,8 @@ pub fn apply(
     let dispatch = RopeDispatch {
         shape: *shape,
         positions: uploaded.as_gpu(),
-        q: HeadsView::new(&q_buffer),
-        k: Some(HeadsView::new(&k_buffer)),
+        q: HeadsView { view: TensorView::new(&q_buffer).with_dtype(T::DTYPE), strides: None },
+        k: Some(HeadsView { view: TensorView::new(&k_buffer).with_dtype(T::DTYPE), strides: None }),
         position_limit: None,
         status: None,
         inverse: false,
@@ -341,8 +352,8 @@ pub fn apply(
         record(ctx, encoder, config, frequencies, &dispatch)
     })?;
     Ok((
-        gpu::read_f32(ctx, &q_buffer, q.len())?,
-        gpu::read_f32(ctx, &k_buffer, k.len())?,
+        gpu::read_elements(ctx, &q_buffer, q.len())?,
+        gpu::read_elements(ctx, &k_buffer, k.len())?,
     ))
 }
 
@@ -390,7 +401,7 @@ pub fn tables(
         ids_offset,
         ..RopeUniform::default()
     };
-    let pipeline = ctx.pipeline(&gpu::key("rope", "tables", gpu::WORKGROUP_SIZE), SOURCE)?;
+    let pipeline = ctx.pipeline(&gpu::key("rope", "tables", gpu::WORKGROUP_SIZE, &[DType::F32]), || source(DType::F32))?;
     let uniform = gpu::uniform(ctx, "rope tables params", &uniform);
     let turns = turns_buffer(ctx, frequencies);
     let placeholder = gpu::storage_empty(ctx, "rope placeholder", 16, wgpu::BufferUsages::empty());

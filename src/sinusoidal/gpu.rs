@@ -3,9 +3,9 @@
 use crate::angle::turns_table;
 use crate::context::GpuContext;
 use crate::error::{check_len, checked_product, Result};
-use crate::gpu::{self, PositionBinding, UploadedPositions};
+use crate::gpu::{self, PositionBinding, TensorBinding, UploadedPositions};
 use crate::sinusoidal::{Sinusoidal, SinusoidalLayout};
-use crate::tensor::{GpuPositions, Positions, TensorView};
+use crate::tensor::{DType, Element, GpuPositions, Positions, TensorView};
 
 /// Mirrors `Params` in `shaders/sinusoidal.wgsl`.
 #[repr(C)]
@@ -25,14 +25,15 @@ struct SinusoidalUniform {
     _pad: u32,
 }
 
-/// The kernel with the angle helpers it calls prepended.
-const SOURCE: &str = concat!(
-    include_str!("../../shaders/angle.wgsl"),
-    include_str!("../../shaders/sinusoidal.wgsl")
-);
-
-pub(crate) fn source() -> &'static str {
-    SOURCE
+/// The kernel with the angle helpers it calls and its tensor declarations.
+pub(crate) fn source(dtype: DType) -> String {
+    let tensors = [TensorBinding { name: "out", binding: 3, dtype, writable: true }];
+    [
+        gpu::tensor_declarations(&tensors).as_str(),
+        include_str!("../../shaders/angle.wgsl"),
+        include_str!("../../shaders/sinusoidal.wgsl"),
+    ]
+    .concat()
 }
 
 /// Records the encoding of `batch * seq_len` tokens into `target`, a `[batch, seq_len, dim]`
@@ -57,7 +58,8 @@ pub fn record(
     let frequencies = encoding.frequencies()?;
     let rows = checked_product("rows", &[batch, seq_len])?;
     let elements = checked_product("target", &[rows, encoding.dim])? as u64;
-    gpu::check_view("target", target.buffer, target.offset, elements, 4)?;
+    gpu::require_dtype(ctx, target.dtype)?;
+    gpu::check_view("target", target.buffer, target.offset, elements, target.dtype.size())?;
     gpu::check_binding(ctx, "target", target.buffer.size())?;
     let PositionBinding {
         start,
@@ -87,7 +89,7 @@ pub fn record(
         row_stride: encoding.dim as u32,
         _pad: 0,
     };
-    let pipeline = ctx.pipeline(&gpu::key("sinusoidal", "main", gpu::WORKGROUP_SIZE), SOURCE)?;
+    let pipeline = ctx.pipeline(&gpu::key("sinusoidal", "main", gpu::WORKGROUP_SIZE, &[target.dtype]), || source(target.dtype))?;
     let uniform = gpu::uniform(ctx, "sinusoidal params", &uniform);
     let turns = gpu::storage_init(
         ctx,
@@ -125,13 +127,13 @@ pub fn record(
 ///
 /// # Errors
 /// As for [`record`], and [`crate::Error::Gpu`] if wgpu fails.
-pub fn table(
+pub fn table<T: Element>(
     ctx: &GpuContext,
     encoding: &Sinusoidal,
     positions: Positions<'_>,
     seq_len: usize,
-) -> Result<Vec<f32>> {
-    let zeros = vec![0.0f32; checked_product("table", &[seq_len, encoding.dim])?];
+) -> Result<Vec<T>> {
+    let zeros = vec![T::from_f32(0.0); checked_product("table", &[seq_len, encoding.dim])?];
     run(ctx, encoding, positions, 1, seq_len, &zeros, false)
 }
 
@@ -139,27 +141,28 @@ pub fn table(
 ///
 /// # Errors
 /// As for [`record`], a wrong `embeddings` length, and [`crate::Error::Gpu`] if wgpu fails.
-pub fn add(
+pub fn add<T: Element>(
     ctx: &GpuContext,
     encoding: &Sinusoidal,
     positions: Positions<'_>,
     batch: usize,
     seq_len: usize,
-    embeddings: &[f32],
-) -> Result<Vec<f32>> {
+    embeddings: &[T],
+) -> Result<Vec<T>> {
     run(ctx, encoding, positions, batch, seq_len, embeddings, true)
 }
 
-fn run(
+fn run<T: Element>(
     ctx: &GpuContext,
     encoding: &Sinusoidal,
     positions: Positions<'_>,
     batch: usize,
     seq_len: usize,
-    input: &[f32],
+    input: &[T],
     accumulate: bool,
-) -> Result<Vec<f32>> {
+) -> Result<Vec<T>> {
     encoding.validate()?;
+    gpu::require_dtype(ctx, T::DTYPE)?;
     check_len(
         "embeddings",
         input.len(),
@@ -185,9 +188,9 @@ fn run(
             uploaded.as_gpu(),
             batch,
             seq_len,
-            TensorView::new(&target),
+            TensorView::new(&target).with_dtype(T::DTYPE),
             accumulate,
         )
     })?;
-    gpu::read_f32(ctx, &target, input.len())
+    gpu::read_elements(ctx, &target, input.len())
 }
