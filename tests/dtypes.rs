@@ -1,6 +1,8 @@
 //! f16 and bf16 storage for every GPU operation, against the CPU reference run on the same
 //! (already rounded) inputs. f16 needs `SHADER_F16`, which lavapipe has and GL lacks; bf16
 //! works everywhere.
+// Published values are written with the digits their source prints.
+#![allow(clippy::excessive_precision, clippy::approx_constant)]
 
 mod common;
 

@@ -1,4 +1,6 @@
 //! Sinusoidal encodings on every backend: published values, layouts, frequencies, positions.
+// Published values are written with the digits their source prints.
+#![allow(clippy::excessive_precision, clippy::approx_constant)]
 
 mod common;
 
