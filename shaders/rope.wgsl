@@ -6,13 +6,23 @@
 // Q and K head, so each angle is computed once per token instead of once per head.
 // `tables`: one invocation per (token, pair) writes cos and sin in transformers' arrangement.
 // Requires angle.wgsl, prepended by the host.
+//
+// The same `apply` serves every RoPE variant of the host:
+// - plain RoPE: one position per token (`axes` = 1);
+// - multi-axis RoPE (M-RoPE, axial 2-D): up to three position ids per token, and pair i
+//   takes its angle from axis 0, 1 or 2 according to `axis1_start` and `axis2_start`;
+// - the gradient: `direction` = -1 rotates by the negative angle;
+// - a shift of cached keys by a signed delta: `position_step` = 0 gives every token the
+//   position `start` = |delta|, and `direction` carries the sign of delta. Negating sin is
+//   exact. A two's-complement u32 position 2^32 - |delta| would not be: 2^32 times a
+//   frequency is not a whole number of turns, so that angle is not the angle of -|delta|.
 
 override WORKGROUP_SIZE: u32 = 64u;
 
 // Pairs whose (cos, sin) fit in workgroup memory; wider heads compute per element.
 const CACHED_PAIRS: u32 = 256u;
 
-// Mirrors `RopeUniform` in src/rope/gpu.rs.
+// Mirrors `RopeUniform` in src/rope/gpu/kernel.rs.
 struct Params {
     tokens: u32,           // batch * seq_len
     seq_len: u32,
@@ -22,11 +32,17 @@ struct Params {
     q_heads: u32,
     k_heads: u32,          // 0 when only Q is rotated
     attention_factor: f32, // multiplies cos and sin
-    direction: f32,        // 1 rotates by +angle, -1 by -angle (the gradient)
-    start: u32,            // first position when use_ids == 0
+    direction: f32,        // 1 rotates by +angle, -1 by -angle (the gradient, a negative shift)
+    start: u32,            // position of token 0 when use_ids == 0
+    position_step: u32,    // position increment per token when use_ids == 0: 1, or 0 for a shift
     use_ids: u32,          // 1 = read positions from `ids`
-    ids_batch_stride: u32, // ids per sequence, 0 when all sequences share one list
+    ids_batch_stride: u32, // id stride between sequences, 0 when all share one list
+    ids_token_stride: u32, // id stride between tokens
+    ids_axis_stride: u32,  // id stride between the axes of a token
     ids_offset: u32,
+    axes: u32,             // position ids per token, 1 to 3
+    axis1_start: u32,      // first pair that takes axis 1; half_rotary when axes == 1
+    axis2_start: u32,      // first pair that takes axis 2; half_rotary when axes < 3
     position_limit: u32,   // positions >= limit are out of range when has_limit == 1
     has_limit: u32,
     q_offset: u32,         // element offset and strides of Q (batch, seq, head)
@@ -37,13 +53,15 @@ struct Params {
     k_batch_stride: u32,
     k_seq_stride: u32,
     k_head_stride: u32,
-    _pad: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 // Inverse frequencies as 64-bit fixed-point turns (high, low), one per pair; read.
 @group(0) @binding(1) var<storage, read> turns: array<vec2<u32>>;
-// Position ids, one u32 per token; read only when params.use_ids == 1.
+// Position ids, `axes` u32 per token at the strides in params; read only when use_ids == 1.
 @group(0) @binding(2) var<storage, read> ids: array<u32>;
 // Binding 3, `q`: `apply` rotates Q in place; `tables` writes the cos table
 // [tokens, rotary_dim]. Binding 4, `k`: K in place, or the sin table. Both go through
@@ -53,13 +71,35 @@ struct Params {
 
 var<workgroup> cached: array<vec2<f32>, CACHED_PAIRS>;
 
-fn token_position(token_index: u32) -> u32 {
+fn axis_position(token_index: u32, axis: u32) -> u32 {
     let batch = token_index / params.seq_len;
     let token = token_index % params.seq_len;
     if params.use_ids == 1u {
-        return ids[params.ids_offset + batch * params.ids_batch_stride + token];
+        return ids[params.ids_offset + batch * params.ids_batch_stride
+            + token * params.ids_token_stride + axis * params.ids_axis_stride];
     }
-    return params.start + token;
+    return params.start + token * params.position_step;
+}
+
+// Positions of a token on axes 0, 1 and 2. Axes past params.axes repeat the last one, so no
+// id past the token's own is read; no pair takes them.
+fn token_positions(token_index: u32) -> vec3<u32> {
+    let last = params.axes - 1u;
+    return vec3<u32>(
+        axis_position(token_index, 0u),
+        axis_position(token_index, min(1u, last)),
+        axis_position(token_index, min(2u, last)),
+    );
+}
+
+fn pair_position(positions: vec3<u32>, pair: u32) -> u32 {
+    if pair >= params.axis2_start {
+        return positions.z;
+    }
+    if pair >= params.axis1_start {
+        return positions.y;
+    }
+    return positions.x;
 }
 
 fn scaled_cos_sin(position: u32, pair: u32) -> vec2<f32> {
@@ -89,8 +129,8 @@ fn apply(
     if token_index >= params.tokens {
         return;
     }
-    let position = token_position(token_index);
-    if params.has_limit == 1u && position >= params.position_limit {
+    let positions = token_positions(token_index);
+    if params.has_limit == 1u && any(positions >= vec3<u32>(params.position_limit)) {
         if local == 0u {
             atomicAdd(&status[0], 1u);
         }
@@ -100,7 +140,7 @@ fn apply(
     let use_cache = params.half_rotary <= CACHED_PAIRS;
     if use_cache {
         for (var pair = local; pair < params.half_rotary; pair += WORKGROUP_SIZE) {
-            cached[pair] = scaled_cos_sin(position, pair);
+            cached[pair] = scaled_cos_sin(pair_position(positions, pair), pair);
         }
     }
     workgroupBarrier();
@@ -117,7 +157,7 @@ fn apply(
         if use_cache {
             cs = cached[pair];
         } else {
-            cs = scaled_cos_sin(position, pair);
+            cs = scaled_cos_sin(pair_position(positions, pair), pair);
         }
         let columns = pair_columns(pair);
         if head < params.q_heads {
@@ -149,7 +189,7 @@ fn tables(
     }
     let token_index = index / params.half_rotary;
     let pair = index % params.half_rotary;
-    let cs = scaled_cos_sin(token_position(token_index), pair);
+    let cs = scaled_cos_sin(pair_position(token_positions(token_index), pair), pair);
     let columns = pair_columns(pair);
     let row = token_index * params.rotary_dim;
     store_q(row + columns.x, cs.x);

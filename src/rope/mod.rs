@@ -8,11 +8,19 @@
 //! Frequencies come from [`RopeConfig::frequencies`], computed once on the host in f64 with
 //! any [`RopeScaling`] method, and feed both paths. The CPU path ([`apply_cpu`]) evaluates
 //! every angle in f64; the GPU path ([`gpu`]) reduces angles exactly with fixed-point turns.
+//!
+//! Beyond plain RoPE: [`apply_backward_cpu`] (the gradient), [`multi_axis`] (M-RoPE of
+//! Qwen2-VL and axial 2-D RoPE for image patches) and [`shift`] (re-rotating cached keys by
+//! a signed position delta), each on the CPU here and on the GPU in [`gpu`].
 
 pub mod gpu;
+pub mod multi_axis;
 pub mod scaling;
+pub mod shift;
 
+pub use multi_axis::{AxialFrequencies, AxisOrder, AxisPositions, MultiAxisRope, RopeAxes};
 pub use scaling::{Llama3, LongRope, RopeFrequencies, RopeScaling, Yarn};
+pub use shift::CacheRegion;
 
 use crate::error::{check_len, checked_product, Error, Result};
 use crate::tensor::{Layout, Positions};
@@ -265,24 +273,74 @@ pub fn apply_cpu(
     q: &mut [f32],
     k: &mut [f32],
 ) -> Result<()> {
+    check_qk(config, frequencies, shape, q, k)?;
+    positions.validate(shape.batch, shape.seq_len, 1 << 32)?;
+    let seq_len = shape.seq_len;
+    rotate_qk_cpu(config, frequencies, shape, 1.0, [q, k], |b, t, _| {
+        positions.get(b, t, seq_len)
+    });
+    Ok(())
+}
+
+/// Applies the gradient of RoPE with respect to its input in place on the CPU. `dq` and
+/// `dk` contain the gradients of the loss with respect to the rotated Q and K, and become
+/// the gradients with respect to Q and K before rotation.
+///
+/// Each pair maps by `attention_factor * R(θ)`, so the gradient is its transpose
+/// `attention_factor * R(-θ)`: rotation by the negative angle, with the attention factor
+/// kept. This inverts [`apply_cpu`] only when the attention factor is 1; pass-through
+/// features are left unchanged.
+///
+/// # Errors
+/// As for [`apply_cpu`].
+pub fn apply_backward_cpu(
+    config: &RopeConfig,
+    frequencies: &RopeFrequencies,
+    shape: &QkShape,
+    positions: Positions<'_>,
+    dq: &mut [f32],
+    dk: &mut [f32],
+) -> Result<()> {
+    check_qk(config, frequencies, shape, dq, dk)?;
+    positions.validate(shape.batch, shape.seq_len, 1 << 32)?;
+    let seq_len = shape.seq_len;
+    rotate_qk_cpu(config, frequencies, shape, -1.0, [dq, dk], |b, t, _| {
+        positions.get(b, t, seq_len)
+    });
+    Ok(())
+}
+
+/// Checks the config, frequencies, shape and the lengths of Q and K.
+pub(crate) fn check_qk(
+    config: &RopeConfig,
+    frequencies: &RopeFrequencies,
+    shape: &QkShape,
+    q: &[f32],
+    k: &[f32],
+) -> Result<()> {
     check_shape(config, shape)?;
     check_frequencies(config, frequencies)?;
     let (q_len, k_len) = shape.lens()?;
     check_len("q", q.len(), q_len)?;
-    check_len("k", k.len(), k_len)?;
-    positions.validate(shape.batch, shape.seq_len, 1 << 32)?;
+    check_len("k", k.len(), k_len)
+}
 
-    let half = config.rotary_dim / 2;
-    let mut cos_sin = vec![(0.0f64, 0.0f64); half];
+/// Rotates every head of Q and K in place, in f64, after the caller has validated them.
+/// Pair `i` of token `t` in sequence `b` rotates by the angle of `position(b, t, i)`, and
+/// `sign` is 1 to rotate by +angle or -1 by -angle.
+pub(crate) fn rotate_qk_cpu(
+    config: &RopeConfig,
+    frequencies: &RopeFrequencies,
+    shape: &QkShape,
+    sign: f64,
+    [q, k]: [&mut [f32]; 2],
+    position: impl Fn(usize, usize, usize) -> u64,
+) {
+    let mut cos_sin = vec![(0.0f64, 0.0f64); config.rotary_dim / 2];
     for b in 0..shape.batch {
         for t in 0..shape.seq_len {
-            let position = positions.get(b, t, shape.seq_len) as f64;
-            for (entry, &w) in cos_sin.iter_mut().zip(&frequencies.inv_freq) {
-                let (s, c) = (position * w).sin_cos();
-                *entry = (
-                    c * frequencies.attention_factor,
-                    s * frequencies.attention_factor,
-                );
+            for (i, (entry, &w)) in cos_sin.iter_mut().zip(&frequencies.inv_freq).enumerate() {
+                *entry = scaled_cos_sin(position(b, t, i) as f64 * w, sign, frequencies);
             }
             for (tensor, heads) in [(&mut *q, shape.num_heads), (&mut *k, shape.num_kv_heads)] {
                 let [batch_stride, seq_stride, head_stride] =
@@ -295,7 +353,15 @@ pub fn apply_cpu(
             }
         }
     }
-    Ok(())
+}
+
+/// `attention_factor * (cos θ, sign * sin θ)` in f64.
+pub(crate) fn scaled_cos_sin(angle: f64, sign: f64, frequencies: &RopeFrequencies) -> (f64, f64) {
+    let (s, c) = angle.sin_cos();
+    (
+        c * frequencies.attention_factor,
+        sign * s * frequencies.attention_factor,
+    )
 }
 
 /// Rotates one head by precomputed `(cos, sin)` pairs, in f64.
@@ -306,4 +372,47 @@ pub(crate) fn rotate_head(head: &mut [f32], cos_sin: &[(f64, f64)], config: &Rop
         head[a] = (x_a * c - x_b * s) as f32;
         head[b] = (x_b * c + x_a * s) as f32;
     }
+}
+
+/// Checks that `counts = [batch, seq, heads]` heads of `head_dim` contiguous features at
+/// element `strides` never share an element, and returns the element past the last one
+/// (`None` when there are no elements).
+///
+/// The test is the usual sufficient one: sorted by stride, each dimension's stride is at
+/// least the extent of the dimensions inside it. Overlapping heads would be rotated twice.
+pub(crate) fn heads_extent(
+    name: &'static str,
+    counts: [usize; 3],
+    strides: [usize; 3],
+    head_dim: usize,
+) -> Result<Option<usize>> {
+    if counts.contains(&0) || head_dim == 0 {
+        return Ok(None);
+    }
+    let mut dims: Vec<(usize, usize)> = counts
+        .into_iter()
+        .zip(strides)
+        .filter(|&(count, _)| count > 1)
+        .collect();
+    dims.sort_by_key(|&(_, stride)| stride);
+    let mut extent = head_dim;
+    for (count, stride) in dims {
+        if stride < extent {
+            return Err(Error::shape(
+                name,
+                stride,
+                format!(
+                    "with counts {counts:?} and strides {strides:?} (batch, seq, head) the \
+                     heads may overlap, because a stride of {stride} is below the {extent} \
+                     elements it steps over; make each stride at least the extent of the \
+                     dimensions inside it"
+                ),
+            ));
+        }
+        extent = (count - 1)
+            .checked_mul(stride)
+            .and_then(|span| span.checked_add(extent))
+            .ok_or_else(|| Error::shape(name, i64::MAX, "the strides overflow usize"))?;
+    }
+    Ok(Some(extent))
 }
