@@ -13,8 +13,12 @@ struct Params {
     q_offset: i32,
     symmetric: u32,   // 1 = -slope * |p - j|
     accumulate: u32,  // 1 = add to the existing values
-    out_offset: u32,  // element offset of element [0, 0, 0]
-    _pad: u32,
+    out_offset: u32,  // element offset of this dispatch's first row
+    row_base: u32,    // index of this dispatch's first (head, query) row
+    rows: u32,        // (head, query) rows in this dispatch
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -29,11 +33,12 @@ fn main(
     @builtin(num_workgroups) workgroups: vec3<u32>,
     @builtin(local_invocation_index) local: u32,
 ) {
-    let index = (workgroup.x + workgroup.y * workgroups.x) * WORKGROUP_SIZE + local;
-    let per_head = params.q_len * params.kv_len;
-    if index >= params.heads * per_head {
+    let local_index = (workgroup.x + workgroup.y * workgroups.x) * WORKGROUP_SIZE + local;
+    if local_index >= params.rows * params.kv_len {
         return;
     }
+    let index = params.row_base * params.kv_len + local_index;
+    let per_head = params.q_len * params.kv_len;
     let head = index / per_head;
     let i = (index % per_head) / params.kv_len;
     let j = index % params.kv_len;
@@ -43,7 +48,7 @@ fn main(
         distance = abs(distance);
     }
     var value = -slopes[head] * distance;
-    let element = params.out_offset + index;
+    let element = params.out_offset + local_index;
     if params.accumulate == 1u {
         value += load_out(element);
     }

@@ -62,7 +62,7 @@ fn main(
     @builtin(num_workgroups) workgroups: vec3<u32>,
     @builtin(local_invocation_index) local: u32,
 ) {
-    let row = linear_workgroup(workgroup, workgroups);
+    let row = params.row_base + linear_workgroup(workgroup, workgroups);
     if row >= params.batch * params.heads * params.q_len {
         return;
     }
@@ -72,7 +72,7 @@ fn main(
     let kv_head = h / params.group;
     let q_base = params.q_strides.w + b * params.q_strides.x + i * params.q_strides.y + h * params.q_strides.z;
     let kv_base = params.kv_strides.w + b * params.kv_strides.x + kv_head * params.kv_strides.z;
-    let probs_base = row * params.kv_len;
+    let probs_base = params.probs_local + (row - params.row_base) * params.kv_len;
 
     // Pass 1: scores of visible keys, their maximum and count. The sink joins the maximum.
     var local_max = -3.4028234e38;

@@ -43,9 +43,9 @@ struct Params {
     additive_head_stride: u32,
     off_slopes: u32,            // aux: ALiBi slope per head (f32 bits)
     off_sinks: u32,             // aux: sink logit per head (f32 bits)
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    row_base: u32,              // materialising kernel: first row of this dispatch
+    probs_local: u32,           // materialising kernel: element of row_base's probabilities
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

@@ -17,8 +17,8 @@ struct Params {
     ids_batch_stride: u32, // ids per sequence, 0 when all sequences share one list
     ids_offset: u32,
     table_offset: u32,     // element offset of table row 0
-    out_offset: u32,       // element offset of output row 0
-    _pad0: u32,
+    out_offset: u32,       // element offset of this dispatch's first output row
+    row_base: u32,         // index of this dispatch's first row in the whole tensor
     _pad1: u32,
 }
 
@@ -41,7 +41,7 @@ fn main(
     if index >= params.rows * params.dim {
         return;
     }
-    let row = index / params.dim;
+    let row = params.row_base + index / params.dim;
     let column = index % params.dim;
     let batch = row / params.seq_len;
     let token = row % params.seq_len;

@@ -19,7 +19,7 @@ struct Params {
     ids_offset: u32,       // element offset of the first id
     out_offset: u32,       // element offset of row 0 in `out`
     row_stride: u32,       // elements from one row of `out` to the next
-    _pad: u32,
+    row_base: u32,         // index of this dispatch's first row in the whole tensor
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -40,8 +40,9 @@ fn main(
     if index >= params.rows * params.half_dim {
         return;
     }
-    let row = index / params.half_dim;
+    let local_row = index / params.half_dim;
     let i = index % params.half_dim;
+    let row = params.row_base + local_row;
     let batch = row / params.seq_len;
     let token = row % params.seq_len;
 
@@ -57,7 +58,7 @@ fn main(
         sin_col = i;
         cos_col = params.half_dim + i;
     }
-    let base = params.out_offset + row * params.row_stride;
+    let base = params.out_offset + local_row * params.row_stride;
     var sin_value = cs.y;
     var cos_value = cs.x;
     if params.accumulate == 1u {

@@ -142,6 +142,86 @@ pub(crate) fn common_dtype(views: &[(&'static str, DType)]) -> Result<DType> {
 /// WebGPU minimum of 256 invocations per workgroup.
 pub(crate) const WORKGROUP_SIZE: u32 = 64;
 
+/// Invocations per workgroup for the element-wise kernels on this device:
+/// [`WORKGROUP_SIZE`], or the largest power of two the device allows when its limits are
+/// lower.
+pub(crate) fn workgroup_size(ctx: &GpuContext) -> u32 {
+    let limits = ctx.device().limits();
+    let allowed = limits.max_compute_invocations_per_workgroup.min(limits.max_compute_workgroup_size_x).max(1);
+    WORKGROUP_SIZE.min(1 << allowed.ilog2())
+}
+
+/// A byte range of a buffer to bind, starting at an offset the device accepts. Kernels
+/// index elements relative to `first`, the element at the start of the range.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Window<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub offset: u64,
+    pub size: u64,
+    pub first: u64,
+}
+
+impl<'a> Window<'a> {
+    pub(crate) fn resource(&self) -> wgpu::BindingResource<'a> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: self.buffer,
+            offset: self.offset,
+            size: std::num::NonZeroU64::new(self.size),
+        })
+    }
+
+    /// The index of absolute element `element` within the window, for the shader.
+    pub(crate) fn local(&self, element: u64) -> u32 {
+        (element - self.first) as u32
+    }
+}
+
+/// The binding window covering elements `start..end` of `buffer`: the start rounded down to
+/// the device's offset alignment, the end rounded up to 4 bytes.
+///
+/// # Errors
+/// [`Error::Unsupported`] when the window exceeds `max_storage_buffer_binding_size`; callers
+/// split their work so that this only happens when a single row cannot fit.
+pub(crate) fn window<'a>(ctx: &GpuContext, name: &'static str, buffer: &'a wgpu::Buffer, start: u64, end: u64, element_bytes: u64) -> Result<Window<'a>> {
+    let limits = ctx.device().limits();
+    let alignment = u64::from(limits.min_storage_buffer_offset_alignment).max(4);
+    let offset = start * element_bytes / alignment * alignment;
+    let end_bytes = (end * element_bytes).next_multiple_of(4).min(buffer.size()).max(offset + 4);
+    let size = end_bytes - offset;
+    let limit = limits.max_storage_buffer_binding_size;
+    if size > limit {
+        return Err(Error::Unsupported {
+            what: format!("binding {size} bytes of {name} (max_storage_buffer_binding_size is {limit})"),
+            hint: "split the call into smaller tensors, or use a device with a larger binding limit".into(),
+        });
+    }
+    Ok(Window { buffer, offset, size, first: offset / element_bytes })
+}
+
+/// How many consecutive rows of `row_bytes`, `stride_bytes` apart, fit in one binding window
+/// (0 when not even one does).
+pub(crate) fn rows_per_window(ctx: &GpuContext, stride_bytes: u64, row_bytes: u64) -> u64 {
+    let limits = ctx.device().limits();
+    let alignment = u64::from(limits.min_storage_buffer_offset_alignment).max(4);
+    // The window may start up to alignment - 1 bytes early and end up to 3 bytes late.
+    let usable = limits.max_storage_buffer_binding_size.saturating_sub(alignment + 3);
+    if usable < row_bytes {
+        return 0;
+    }
+    1 + (usable - row_bytes) / stride_bytes.max(1)
+}
+
+/// The error for a row that does not fit in one binding window.
+pub(crate) fn row_too_large(ctx: &GpuContext, name: &'static str, row_bytes: u64) -> Error {
+    Error::Unsupported {
+        what: format!(
+            "a single {name} row of {row_bytes} bytes in one binding (max_storage_buffer_binding_size is {})",
+            ctx.device().limits().max_storage_buffer_binding_size
+        ),
+        hint: "use a device with a larger binding limit".into(),
+    }
+}
+
 /// Builds a pipeline key with the workgroup size override set.
 pub(crate) fn key(shader: &'static str, entry_point: &'static str, workgroup_size: u32, dtypes: &[DType]) -> PipelineKey {
     PipelineKey {
@@ -275,28 +355,25 @@ pub(crate) fn bind_group(
     label: &str,
     buffers: &[&wgpu::Buffer],
 ) -> wgpu::BindGroup {
-    let numbered: Vec<(u32, &wgpu::Buffer)> = buffers
+    let numbered: Vec<(u32, wgpu::BindingResource<'_>)> = buffers
         .iter()
         .enumerate()
-        .map(|(i, &buffer)| (i as u32, buffer))
+        .map(|(i, &buffer)| (i as u32, buffer.as_entire_binding()))
         .collect();
-    bind_group_at(ctx, pipeline, label, &numbered)
+    bind_group_at(ctx, pipeline, label, numbered)
 }
 
-/// Creates a bind group for group 0 of `pipeline` from `(binding, buffer)` pairs; an entry
+/// Creates a bind group for group 0 of `pipeline` from `(binding, resource)` pairs; an entry
 /// point's automatic layout holds only the bindings it uses.
 pub(crate) fn bind_group_at(
     ctx: &GpuContext,
     pipeline: &wgpu::ComputePipeline,
     label: &str,
-    buffers: &[(u32, &wgpu::Buffer)],
+    resources: Vec<(u32, wgpu::BindingResource<'_>)>,
 ) -> wgpu::BindGroup {
-    let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
-        .iter()
-        .map(|&(binding, buffer)| wgpu::BindGroupEntry {
-            binding,
-            resource: buffer.as_entire_binding(),
-        })
+    let entries: Vec<wgpu::BindGroupEntry<'_>> = resources
+        .into_iter()
+        .map(|(binding, resource)| wgpu::BindGroupEntry { binding, resource })
         .collect();
     ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some(label),
@@ -430,6 +507,19 @@ pub(crate) struct PositionBinding<'a> {
     pub ids_offset: u32,
     /// The caller's id buffer, or `None` when a placeholder must be bound.
     pub buffer: Option<&'a wgpu::Buffer>,
+}
+
+impl<'a> PositionBinding<'a> {
+    /// The binding window over the ids (or over `placeholder` when positions come from a
+    /// start); the kernel's ids offset is `window.local(ids_offset)`.
+    pub(crate) fn window(&self, ctx: &GpuContext, batch: usize, seq_len: usize, placeholder: &'a wgpu::Buffer) -> Result<Window<'a>> {
+        let Some(buffer) = self.buffer else {
+            return window(ctx, "positions", placeholder, 0, 4, 4);
+        };
+        let count = if self.ids_batch_stride > 0 { batch * seq_len } else { seq_len } as u64;
+        let offset = u64::from(self.ids_offset);
+        window(ctx, "positions", buffer, offset, offset + count, 4)
+    }
 }
 
 /// Validates GPU positions for `batch * seq_len` tokens and describes them for a kernel.

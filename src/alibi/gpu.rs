@@ -17,7 +17,9 @@ struct AlibiUniform {
     symmetric: u32,
     accumulate: u32,
     out_offset: u32,
-    _pad: u32,
+    row_base: u32,
+    rows: u32,
+    _pad: [u32; 3],
 }
 
 /// The kernel with the declaration of its output for `dtype`.
@@ -47,7 +49,6 @@ pub fn record(
     let elements = checked_product("bias", &[alibi.num_heads, q_len, kv_len])? as u64;
     gpu::require_dtype(ctx, target.dtype)?;
     gpu::check_view("target", target.buffer, target.offset, elements, target.dtype.size())?;
-    gpu::check_binding(ctx, "target", target.buffer.size())?;
     // Distances are formed in i32 in the shader.
     let q_offset_i32 = i32::try_from(q_offset)
         .map_err(|_| Error::shape("q_offset", q_offset, "must fit in i32"))?;
@@ -63,33 +64,42 @@ pub fn record(
         return Ok(());
     }
 
-    let uniform = AlibiUniform {
-        heads: alibi.num_heads as u32,
-        q_len: q_len as u32,
-        kv_len: kv_len as u32,
-        q_offset: q_offset_i32,
-        symmetric: u32::from(alibi.bias == AlibiBias::Symmetric),
-        accumulate: u32::from(accumulate),
-        out_offset: target.offset as u32,
-        _pad: 0,
-    };
-    let pipeline = ctx.pipeline(&gpu::key("alibi", "main", gpu::WORKGROUP_SIZE, &[target.dtype]), || source(target.dtype))?;
-    let uniform = gpu::uniform(ctx, "alibi params", &uniform);
-    let slopes = gpu::storage_init(
-        ctx,
-        "alibi slopes",
-        bytemuck::cast_slice(&slopes),
-        wgpu::BufferUsages::empty(),
-    );
-    let bind_group = gpu::bind_group(ctx, &pipeline, "alibi", &[&uniform, &slopes, target.buffer]);
-    gpu::record_dispatch(
-        ctx,
-        encoder,
-        &pipeline,
-        &bind_group,
-        "alibi",
-        elements.div_ceil(u64::from(gpu::WORKGROUP_SIZE)),
-    )
+    let workgroup_size = gpu::workgroup_size(ctx);
+    let pipeline = ctx.pipeline(&gpu::key("alibi", "main", workgroup_size, &[target.dtype]), || source(target.dtype))?;
+    let slopes = gpu::storage_init(ctx, "alibi slopes", bytemuck::cast_slice(&slopes), wgpu::BufferUsages::empty());
+
+    // Rows of kv_len biases are split so that each dispatch binds a window within the
+    // binding limit.
+    let size = target.dtype.size();
+    let kv = kv_len as u64;
+    let rows = (alibi.num_heads * q_len) as u64;
+    let rows_per_dispatch = gpu::rows_per_window(ctx, kv * size, kv * size);
+    if rows_per_dispatch == 0 {
+        return Err(gpu::row_too_large(ctx, "bias", kv * size));
+    }
+    for first_row in (0..rows).step_by(rows_per_dispatch as usize) {
+        let end_row = (first_row + rows_per_dispatch).min(rows);
+        let first = target.offset + first_row * kv;
+        let window = gpu::window(ctx, "target", target.buffer, first, target.offset + end_row * kv, size)?;
+        let uniform = AlibiUniform {
+            heads: alibi.num_heads as u32,
+            q_len: q_len as u32,
+            kv_len: kv_len as u32,
+            q_offset: q_offset_i32,
+            symmetric: u32::from(alibi.bias == AlibiBias::Symmetric),
+            accumulate: u32::from(accumulate),
+            out_offset: window.local(first),
+            row_base: first_row as u32,
+            rows: (end_row - first_row) as u32,
+            _pad: [0; 3],
+        };
+        let uniform = gpu::uniform(ctx, "alibi params", &uniform);
+        let resources = vec![(0, uniform.as_entire_binding()), (1, slopes.as_entire_binding()), (2, window.resource())];
+        let bind_group = gpu::bind_group_at(ctx, &pipeline, "alibi", resources);
+        let invocations = (end_row - first_row) * kv;
+        gpu::record_dispatch(ctx, encoder, &pipeline, &bind_group, "alibi", invocations.div_ceil(u64::from(workgroup_size)))?;
+    }
+    Ok(())
 }
 
 /// Computes the bias tensor `[num_heads, q_len, kv_len]` on the GPU.

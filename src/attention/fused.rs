@@ -42,6 +42,18 @@ fn key(entry_point: &'static str, dtype: DType) -> PipelineKey {
     PipelineKey { shader: "flash_attention", entry_point, constants: Vec::new(), dtypes: vec![dtype] }
 }
 
+/// Workgroup memory the fused kernel declares: Q and K/V chunks, the score tile, the
+/// visibility bits and four per-row arrays, in bytes.
+pub const FUSED_WORKGROUP_BYTES: u32 = 4 * (256 + 2048 + 512 + 64 + 4 * 8);
+
+/// Whether the device can run the fused kernel's fixed 64-invocation workgroups.
+fn device_fits(ctx: &GpuContext) -> bool {
+    let limits = ctx.device().limits();
+    limits.max_compute_invocations_per_workgroup >= BLOCK_KEYS as u32
+        && limits.max_compute_workgroup_size_x >= BLOCK_KEYS as u32
+        && limits.max_compute_workgroup_storage_size >= FUSED_WORKGROUP_BYTES
+}
+
 /// Row blocks of the dispatch: `batch * kv_heads * ceil(group * q_len / BLOCK_ROWS)`.
 fn row_blocks(shape: &AttentionShape) -> usize {
     let group = shape.num_heads / shape.num_kv_heads;
@@ -59,8 +71,9 @@ pub fn default_splits(shape: &AttentionShape) -> usize {
 /// Records fused attention over caller buffers: output and log-sum-exp, no probabilities.
 /// `num_splits` sets the split-K factor (`None` picks [`default_splits`]).
 ///
-/// Heads wider than [`MAX_FUSED_HEAD_DIM`] fall back to the materialising kernel with a
-/// scratch probabilities buffer.
+/// Heads wider than [`MAX_FUSED_HEAD_DIM`], and devices whose limits are below the kernel's
+/// 64 invocations or [`FUSED_WORKGROUP_BYTES`] of workgroup memory, fall back to the
+/// materialising kernel with a scratch probabilities buffer.
 ///
 /// # Errors
 /// Invalid shape or params, views that do not fit their buffers or mix storage types, a
@@ -73,7 +86,7 @@ pub fn record(
     buffers: &AttentionBuffers<'_>,
     num_splits: Option<usize>,
 ) -> Result<()> {
-    if shape.head_dim > MAX_FUSED_HEAD_DIM {
+    if shape.head_dim > MAX_FUSED_HEAD_DIM || !device_fits(ctx) {
         let (_, _, probs_len) = shape.lens()?;
         let scratch = gpu::storage_empty(ctx, "attention scratch probs", (probs_len * 4) as u64, wgpu::BufferUsages::empty());
         let buffers = AttentionBuffers { probs: Some(TensorView::new(&scratch)), ..*buffers };
@@ -81,7 +94,8 @@ pub fn record(
     }
     let resolved = resolve(shape, params)?;
     let (mut uniform, aux) = pack(shape, params, &resolved)?;
-    let dtype = bind_views(ctx, shape, buffers, &mut uniform)?;
+    let windows = bind_views(ctx, shape, buffers, &mut uniform)?;
+    let dtype = windows.dtype;
     let splits = num_splits.unwrap_or_else(|| default_splits(shape));
     if splits == 0 || splits > u32::MAX as usize {
         return Err(Error::shape("num_splits", splits, "must be at least 1 and below 2^32"));
@@ -93,20 +107,35 @@ pub fn record(
     uniform.num_splits = splits as u32;
 
     let partial_floats = if splits > 1 { rows * splits * (shape.head_dim + 2) } else { 0 };
-    gpu::check_binding(ctx, "split-K partials", (partial_floats * 4) as u64)?;
     let partials = gpu::storage_empty(ctx, "attention partials", (partial_floats * 4) as u64, wgpu::BufferUsages::empty());
+    let partials = gpu::window(ctx, "split-K partials", &partials, 0, partial_floats as u64, 4)?;
     let aux = gpu::storage_init(ctx, "attention tables", bytemuck::cast_slice(&aux), wgpu::BufferUsages::empty());
     let uniform = gpu::uniform(ctx, "flash attention params", &uniform);
 
     let main = ctx.pipeline(&key("main", dtype), || source(dtype))?;
-    let bindings = [&uniform, &aux, buffers.q.buffer, buffers.k.buffer, buffers.v.buffer, buffers.out.buffer, buffers.lse, &partials];
-    let bind_group = gpu::bind_group(ctx, &main, "flash attention", &bindings);
+    let resources = vec![
+        (0, uniform.as_entire_binding()),
+        (1, aux.as_entire_binding()),
+        (2, windows.q.resource()),
+        (3, windows.k.resource()),
+        (4, windows.v.resource()),
+        (5, windows.out.resource()),
+        (6, windows.lse.resource()),
+        (7, partials.resource()),
+    ];
+    let bind_group = gpu::bind_group_at(ctx, &main, "flash attention", resources);
     gpu::record_dispatch(ctx, encoder, &main, &bind_group, "flash attention", (row_blocks(shape) * splits) as u64)?;
     if splits > 1 {
         let merge = ctx.pipeline(&key("merge", dtype), || source(dtype))?;
         // The merge entry point's automatic layout holds only the bindings it uses.
-        let used = [(0, bindings[0]), (1, bindings[1]), (5, bindings[5]), (6, bindings[6]), (7, bindings[7])];
-        let bind_group = gpu::bind_group_at(ctx, &merge, "flash attention merge", &used);
+        let resources = vec![
+            (0, uniform.as_entire_binding()),
+            (1, aux.as_entire_binding()),
+            (5, windows.out.resource()),
+            (6, windows.lse.resource()),
+            (7, partials.resource()),
+        ];
+        let bind_group = gpu::bind_group_at(ctx, &merge, "flash attention merge", resources);
         gpu::record_dispatch(ctx, encoder, &merge, &bind_group, "flash attention merge", rows as u64)?;
     }
     Ok(())

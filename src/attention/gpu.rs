@@ -4,12 +4,8 @@ use crate::attention::pack::{pack, AttentionUniform};
 use crate::attention::{check_inputs, resolve, AttentionOutput, AttentionParams, AttentionShape};
 use crate::context::{GpuContext, PipelineKey};
 use crate::error::{Error, Result};
-use crate::gpu::{self, TensorBinding};
+use crate::gpu::{self, TensorBinding, Window};
 use crate::tensor::{DType, Element, TensorView};
-
-/// Invocations per query row. 64 keeps the reductions short on wide GPUs and on lavapipe's
-/// 8-wide SIMD alike; the shader's reduction arrays hold up to 256.
-const WORKGROUP_SIZE: u32 = 64;
 
 /// The kernel with the shared mask code and the declarations of its tensors: Q, K, V and
 /// the output in `dtype`, the probabilities in `probs`.
@@ -42,26 +38,35 @@ pub struct AttentionBuffers<'a> {
     pub out: TensorView<'a>,
     /// Log-sum-exp `[batch, heads, q_len]` as f32, written from element 0.
     pub lse: &'a wgpu::Buffer,
-    /// Probabilities `[batch, heads, q_len, kv_len]`, written from element 0 of the view
-    /// (its offset must be 0) in f32, f16 or bf16. The fused kernel ignores it.
+    /// Probabilities `[batch, heads, q_len, kv_len]` in f32, f16 or bf16; written. The fused
+    /// kernel ignores it.
     pub probs: Option<TensorView<'a>>,
 }
 
-/// Checks the views and completes the uniform with their strides and offsets; returns the
-/// storage type of Q, K, V and the output.
-pub(crate) fn bind_views(ctx: &GpuContext, shape: &AttentionShape, buffers: &AttentionBuffers<'_>, uniform: &mut AttentionUniform) -> Result<DType> {
+/// Binding windows of the tensors of one attention call.
+pub(crate) struct Windows<'a> {
+    pub dtype: DType,
+    pub q: Window<'a>,
+    pub k: Window<'a>,
+    pub v: Window<'a>,
+    pub out: Window<'a>,
+    pub lse: Window<'a>,
+}
+
+/// Checks the views, binds each through a window within the binding limit, and completes
+/// the uniform with strides and window-relative offsets.
+pub(crate) fn bind_views<'a>(ctx: &GpuContext, shape: &AttentionShape, buffers: &AttentionBuffers<'a>, uniform: &mut AttentionUniform) -> Result<Windows<'a>> {
     let dtype = gpu::common_dtype(&[("q", buffers.q.dtype), ("k", buffers.k.dtype), ("v", buffers.v.dtype), ("out", buffers.out.dtype)])?;
     gpu::require_dtype(ctx, dtype)?;
     let (q_len, kv_len, _) = shape.lens()?;
+    let (q_len, kv_len) = (q_len as u64, kv_len as u64);
+    let rows = (shape.batch * shape.num_heads * shape.q_len) as u64;
     let size = dtype.size();
-    gpu::check_view("q", buffers.q.buffer, buffers.q.offset, q_len as u64, size)?;
-    gpu::check_view("k", buffers.k.buffer, buffers.k.offset, kv_len as u64, size)?;
-    gpu::check_view("v", buffers.v.buffer, buffers.v.offset, kv_len as u64, size)?;
-    gpu::check_view("out", buffers.out.buffer, buffers.out.offset, q_len as u64, size)?;
-    gpu::check_view("lse", buffers.lse, 0, (shape.batch * shape.num_heads * shape.q_len) as u64, 4)?;
-    for (name, buffer) in [("q", buffers.q.buffer), ("k", buffers.k.buffer), ("v", buffers.v.buffer), ("out", buffers.out.buffer), ("lse", buffers.lse)] {
-        gpu::check_binding(ctx, name, buffer.size())?;
-    }
+    gpu::check_view("q", buffers.q.buffer, buffers.q.offset, q_len, size)?;
+    gpu::check_view("k", buffers.k.buffer, buffers.k.offset, kv_len, size)?;
+    gpu::check_view("v", buffers.v.buffer, buffers.v.offset, kv_len, size)?;
+    gpu::check_view("out", buffers.out.buffer, buffers.out.offset, q_len, size)?;
+    gpu::check_view("lse", buffers.lse, 0, rows, 4)?;
     if buffers.k.offset != buffers.v.offset {
         return Err(Error::shape("v.offset", buffers.v.offset as i64, format!("must equal k.offset = {}; put K and V at the same offset in their buffers", buffers.k.offset)));
     }
@@ -69,52 +74,87 @@ pub(crate) fn bind_views(ctx: &GpuContext, shape: &AttentionShape, buffers: &Att
         return Err(Error::shape("out.offset", buffers.out.offset as i64, format!("must equal q.offset = {}; the output shares Q's layout", buffers.q.offset)));
     }
 
+    // NOTE: Q, K, V and the output are bound whole; a tensor past the binding limit is
+    // rejected, and only the probabilities are split across dispatches.
+    let window = |name, view: &TensorView<'a>, len| gpu::window(ctx, name, view.buffer, view.offset, view.offset + len, size);
+    let windows = Windows {
+        dtype,
+        q: window("q", &buffers.q, q_len)?,
+        k: window("k", &buffers.k, kv_len)?,
+        v: window("v", &buffers.v, kv_len)?,
+        out: window("out", &buffers.out, q_len)?,
+        lse: gpu::window(ctx, "lse", buffers.lse, 0, rows, 4)?,
+    };
     let q_strides = shape.layout.strides(shape.q_len, shape.num_heads, shape.head_dim);
     let kv_strides = shape.layout.strides(shape.kv_len, shape.num_kv_heads, shape.head_dim);
     // check_view bounded every element index by u32::MAX, so the strides fit too.
-    uniform.q_strides = [q_strides[0] as u32, q_strides[1] as u32, q_strides[2] as u32, buffers.q.offset as u32];
-    uniform.kv_strides = [kv_strides[0] as u32, kv_strides[1] as u32, kv_strides[2] as u32, buffers.k.offset as u32];
-    Ok(dtype)
+    uniform.q_strides = [q_strides[0] as u32, q_strides[1] as u32, q_strides[2] as u32, windows.q.local(buffers.q.offset)];
+    uniform.kv_strides = [kv_strides[0] as u32, kv_strides[1] as u32, kv_strides[2] as u32, windows.k.local(buffers.k.offset)];
+    Ok(windows)
 }
 
 /// Records attention with materialised probabilities over caller buffers; nothing is
-/// submitted.
+/// submitted. Query rows are split over several dispatches when their probabilities do not
+/// fit one binding.
 ///
 /// # Errors
 /// Invalid shape or params, a missing probabilities view, views that do not fit their
-/// buffers or mix storage types, or bindings past the device limit.
+/// buffers or mix storage types, or a Q, K, V or output tensor (or one probabilities row)
+/// past the binding limit.
 pub fn record(ctx: &GpuContext, encoder: &mut wgpu::CommandEncoder, shape: &AttentionShape, params: &AttentionParams, buffers: &AttentionBuffers<'_>) -> Result<()> {
     let resolved = resolve(shape, params)?;
     let (mut uniform, aux) = pack(shape, params, &resolved)?;
-    let dtype = bind_views(ctx, shape, buffers, &mut uniform)?;
+    let windows = bind_views(ctx, shape, buffers, &mut uniform)?;
     let (_, _, probs_len) = shape.lens()?;
     let probs = buffers.probs.ok_or_else(|| Error::shape("probs", 0, "the materialising kernel needs a probabilities view"))?;
     gpu::require_dtype(ctx, probs.dtype)?;
-    if probs.offset != 0 {
-        return Err(Error::shape("probs.offset", probs.offset as i64, "the probabilities start at element 0 of their buffer"));
-    }
-    gpu::check_view("probs", probs.buffer, 0, probs_len as u64, probs.dtype.size())?;
-    gpu::check_binding(ctx, "probs", probs_len as u64 * probs.dtype.size())?;
-    let rows = shape.batch * shape.num_heads * shape.q_len;
+    let probs_size = probs.dtype.size();
+    gpu::check_view("probs", probs.buffer, probs.offset, probs_len as u64, probs_size)?;
+    let rows = (shape.batch * shape.num_heads * shape.q_len) as u64;
     if rows == 0 {
         return Ok(());
     }
 
     let aux = gpu::storage_init(ctx, "attention tables", bytemuck::cast_slice(&aux), wgpu::BufferUsages::empty());
-    let uniform = gpu::uniform(ctx, "attention params", &uniform);
+    let workgroup_size = gpu::workgroup_size(ctx);
     let recompute = probs.dtype != DType::F32;
     let key = PipelineKey {
         shader: "attention",
         entry_point: "main",
         constants: vec![
-            ("WORKGROUP_SIZE", f64::from(WORKGROUP_SIZE).to_bits()),
+            ("WORKGROUP_SIZE", f64::from(workgroup_size).to_bits()),
             ("RECOMPUTE_SCORES", f64::from(u8::from(recompute)).to_bits()),
         ],
-        dtypes: vec![dtype, probs.dtype],
+        dtypes: vec![windows.dtype, probs.dtype],
     };
-    let pipeline = ctx.pipeline(&key, || source(dtype, probs.dtype))?;
-    let bind_group = gpu::bind_group(ctx, &pipeline, "attention", &[&uniform, &aux, buffers.q.buffer, buffers.k.buffer, buffers.v.buffer, probs.buffer, buffers.out.buffer, buffers.lse]);
-    gpu::record_dispatch(ctx, encoder, &pipeline, &bind_group, "attention", rows as u64)
+    let pipeline = ctx.pipeline(&key, || source(windows.dtype, probs.dtype))?;
+
+    let kv = shape.kv_len as u64;
+    let row_bytes = kv * probs_size;
+    let rows_per_dispatch = gpu::rows_per_window(ctx, row_bytes, row_bytes);
+    if rows_per_dispatch == 0 {
+        return Err(gpu::row_too_large(ctx, "probabilities", row_bytes));
+    }
+    for first_row in (0..rows).step_by(rows_per_dispatch as usize) {
+        let end_row = (first_row + rows_per_dispatch).min(rows);
+        let first = probs.offset + first_row * kv;
+        let probs_window = gpu::window(ctx, "probs", probs.buffer, first, probs.offset + end_row * kv, probs_size)?;
+        let chunk = AttentionUniform { row_base: first_row as u32, probs_local: probs_window.local(first), ..uniform };
+        let chunk = gpu::uniform(ctx, "attention params", &chunk);
+        let resources = vec![
+            (0, chunk.as_entire_binding()),
+            (1, aux.as_entire_binding()),
+            (2, windows.q.resource()),
+            (3, windows.k.resource()),
+            (4, windows.v.resource()),
+            (5, probs_window.resource()),
+            (6, windows.out.resource()),
+            (7, windows.lse.resource()),
+        ];
+        let bind_group = gpu::bind_group_at(ctx, &pipeline, "attention", resources);
+        gpu::record_dispatch(ctx, encoder, &pipeline, &bind_group, "attention", end_row - first_row)?;
+    }
+    Ok(())
 }
 
 /// Uploaded inputs and output buffers for the convenience calls.

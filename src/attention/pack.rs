@@ -38,7 +38,9 @@ pub(crate) struct AttentionUniform {
     pub additive_head_stride: u32,
     pub off_slopes: u32,
     pub off_sinks: u32,
-    pub _pad: [u32; 3],
+    pub row_base: u32,
+    pub probs_local: u32,
+    pub _pad: u32,
 }
 
 // Flag bits; mirrored by the FLAG_* constants in shaders/attention_common.wgsl.

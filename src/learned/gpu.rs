@@ -2,7 +2,7 @@
 
 use crate::context::GpuContext;
 use crate::error::{check_len, checked_product, Error, Result};
-use crate::gpu::{self, PositionBinding, StatusBuffer, TensorBinding, UploadedPositions};
+use crate::gpu::{self, StatusBuffer, TensorBinding, UploadedPositions};
 use crate::learned::LearnedTable;
 use crate::tensor::{DType, Element, GpuPositions, Positions, TensorView};
 
@@ -20,7 +20,8 @@ struct LearnedUniform {
     ids_offset: u32,
     table_offset: u32,
     out_offset: u32,
-    _pad: [u32; 2],
+    row_base: u32,
+    _pad: u32,
 }
 
 /// The kernel with its tensor declarations; the table and embeddings share one storage type.
@@ -59,67 +60,74 @@ pub fn record(
     let rows = checked_product("rows", &[batch, seq_len])?;
     let elements = checked_product("target", &[rows, shape.dim])? as u64;
     gpu::check_view("target", target.buffer, target.offset, elements, dtype.size())?;
-    gpu::check_binding(ctx, "table", table.buffer.size())?;
-    gpu::check_binding(ctx, "target", target.buffer.size())?;
     if let GpuPositions::Start(start) = positions {
         Positions::Start(start).validate(batch, seq_len, shape.max_positions as u64)?;
     }
-    let PositionBinding {
-        start,
-        use_ids,
-        ids_batch_stride,
-        ids_offset,
-        buffer: ids,
-    } = gpu::position_binding(positions, batch, seq_len)?;
+    let binding = gpu::position_binding(positions, batch, seq_len)?;
     if elements == 0 {
         return Ok(());
     }
-    if elements > u64::from(u32::MAX) {
-        return Err(Error::shape(
-            "target",
-            elements as i64,
-            "batch * seq_len * dim must be below 2^32; split the batch",
-        ));
-    }
 
-    let uniform = LearnedUniform {
-        rows: rows as u32,
-        seq_len: seq_len as u32,
-        dim: shape.dim as u32,
-        max_positions: shape.max_positions as u32,
-        start,
-        use_ids,
-        ids_batch_stride,
-        ids_offset,
-        table_offset: table.offset as u32,
-        out_offset: target.offset as u32,
-        _pad: [0; 2],
-    };
-    let pipeline = ctx.pipeline(&gpu::key("learned", "main", gpu::WORKGROUP_SIZE, &[dtype]), || source(dtype))?;
-    let uniform = gpu::uniform(ctx, "learned params", &uniform);
-    let placeholder;
-    let ids = match ids {
-        Some(buffer) => buffer,
-        None => {
-            placeholder =
-                gpu::storage_empty(ctx, "learned no ids", 16, wgpu::BufferUsages::empty());
-            &placeholder
+    // A start position reads only the rows [start, start + seq_len) of the table, so only
+    // those are bound, and the kernel sees them as positions from 0. Ids may point anywhere,
+    // so the whole table is bound.
+    let size = dtype.size();
+    let dim = shape.dim as u64;
+    let (table_window, table_first_row, max_positions, start) = match positions {
+        GpuPositions::Start(start) => {
+            let first = table.offset + u64::from(start) * dim;
+            let window = gpu::window(ctx, "table", table.buffer, first, first + seq_len as u64 * dim, size)?;
+            (window, first, seq_len as u32, 0)
+        }
+        GpuPositions::Buffer { .. } => {
+            // NOTE: a table past the binding limit is rejected here when the ids live in a
+            // GPU buffer, because the rows they select are not known on the host.
+            let window = gpu::window(ctx, "table", table.buffer, table.offset, table.offset + table_len as u64, size)?;
+            (window, table.offset, shape.max_positions as u32, binding.start)
         }
     };
-    let bind_group = gpu::bind_group(
-        ctx,
-        &pipeline,
-        "learned",
-        &[&uniform, table.buffer, ids, target.buffer, status.buffer()],
-    );
-    gpu::record_dispatch(
-        ctx,
-        encoder,
-        &pipeline,
-        &bind_group,
-        "learned",
-        elements.div_ceil(u64::from(gpu::WORKGROUP_SIZE)),
-    )
+    let workgroup_size = gpu::workgroup_size(ctx);
+    let pipeline = ctx.pipeline(&gpu::key("learned", "main", workgroup_size, &[dtype]), || source(dtype))?;
+    let placeholder = gpu::storage_empty(ctx, "learned no ids", 16, wgpu::BufferUsages::empty());
+    let ids = binding.window(ctx, batch, seq_len, &placeholder)?;
+
+    // Rows are split so that each dispatch binds a target window within the binding limit.
+    let row_bytes = dim * size;
+    let rows_per_dispatch = gpu::rows_per_window(ctx, row_bytes, row_bytes);
+    if rows_per_dispatch == 0 {
+        return Err(gpu::row_too_large(ctx, "target", row_bytes));
+    }
+    for first_row in (0..rows as u64).step_by(rows_per_dispatch as usize) {
+        let end_row = (first_row + rows_per_dispatch).min(rows as u64);
+        let first = target.offset + first_row * dim;
+        let window = gpu::window(ctx, "target", target.buffer, first, target.offset + end_row * dim, size)?;
+        let uniform = LearnedUniform {
+            rows: (end_row - first_row) as u32,
+            seq_len: seq_len as u32,
+            dim: shape.dim as u32,
+            max_positions,
+            start,
+            use_ids: binding.use_ids,
+            ids_batch_stride: binding.ids_batch_stride,
+            ids_offset: ids.local(u64::from(binding.ids_offset)),
+            table_offset: table_window.local(table_first_row),
+            out_offset: window.local(first),
+            row_base: first_row as u32,
+            _pad: 0,
+        };
+        let uniform = gpu::uniform(ctx, "learned params", &uniform);
+        let resources = vec![
+            (0, uniform.as_entire_binding()),
+            (1, table_window.resource()),
+            (2, ids.resource()),
+            (3, window.resource()),
+            (4, status.buffer().as_entire_binding()),
+        ];
+        let bind_group = gpu::bind_group_at(ctx, &pipeline, "learned", resources);
+        let invocations = (end_row - first_row) * dim;
+        gpu::record_dispatch(ctx, encoder, &pipeline, &bind_group, "learned", invocations.div_ceil(u64::from(workgroup_size)))?;
+    }
+    Ok(())
 }
 
 /// Adds table rows to `embeddings` `[batch, seq_len, dim]` on the GPU and returns the sum.

@@ -3,7 +3,7 @@
 use crate::angle::turns_table;
 use crate::context::GpuContext;
 use crate::error::{check_len, checked_product, Result};
-use crate::gpu::{self, PositionBinding, TensorBinding, UploadedPositions};
+use crate::gpu::{self, TensorBinding, UploadedPositions};
 use crate::sinusoidal::{Sinusoidal, SinusoidalLayout};
 use crate::tensor::{DType, Element, GpuPositions, Positions, TensorView};
 
@@ -22,7 +22,7 @@ struct SinusoidalUniform {
     ids_offset: u32,
     out_offset: u32,
     row_stride: u32,
-    _pad: u32,
+    row_base: u32,
 }
 
 /// The kernel with the angle helpers it calls and its tensor declarations.
@@ -59,68 +59,58 @@ pub fn record(
     let rows = checked_product("rows", &[batch, seq_len])?;
     let elements = checked_product("target", &[rows, encoding.dim])? as u64;
     gpu::require_dtype(ctx, target.dtype)?;
-    gpu::check_view("target", target.buffer, target.offset, elements, target.dtype.size())?;
-    gpu::check_binding(ctx, "target", target.buffer.size())?;
-    let PositionBinding {
-        start,
-        use_ids,
-        ids_batch_stride,
-        ids_offset,
-        buffer: ids,
-    } = gpu::position_binding(positions, batch, seq_len)?;
+    let size = target.dtype.size();
+    gpu::check_view("target", target.buffer, target.offset, elements, size)?;
+    let binding = gpu::position_binding(positions, batch, seq_len)?;
     if elements == 0 {
         return Ok(());
     }
 
-    let uniform = SinusoidalUniform {
-        rows: rows as u32,
-        seq_len: seq_len as u32,
-        half_dim: (encoding.dim / 2) as u32,
-        column_order: match encoding.layout {
-            SinusoidalLayout::Interleaved => 0,
-            SinusoidalLayout::Concat => 1,
-        },
-        accumulate: u32::from(accumulate),
-        start,
-        use_ids,
-        ids_batch_stride,
-        ids_offset,
-        out_offset: target.offset as u32,
-        row_stride: encoding.dim as u32,
-        _pad: 0,
-    };
-    let pipeline = ctx.pipeline(&gpu::key("sinusoidal", "main", gpu::WORKGROUP_SIZE, &[target.dtype]), || source(target.dtype))?;
-    let uniform = gpu::uniform(ctx, "sinusoidal params", &uniform);
-    let turns = gpu::storage_init(
-        ctx,
-        "sinusoidal turns",
-        bytemuck::cast_slice(&turns_table(&frequencies)),
-        wgpu::BufferUsages::empty(),
-    );
-    let placeholder;
-    let ids = match ids {
-        Some(buffer) => buffer,
-        None => {
-            placeholder =
-                gpu::storage_empty(ctx, "sinusoidal no ids", 16, wgpu::BufferUsages::empty());
-            &placeholder
-        }
-    };
-    let bind_group = gpu::bind_group(
-        ctx,
-        &pipeline,
-        "sinusoidal",
-        &[&uniform, &turns, ids, target.buffer],
-    );
-    let invocations = (rows * encoding.dim / 2) as u64;
-    gpu::record_dispatch(
-        ctx,
-        encoder,
-        &pipeline,
-        &bind_group,
-        "sinusoidal",
-        invocations.div_ceil(u64::from(gpu::WORKGROUP_SIZE)),
-    )
+    let workgroup_size = gpu::workgroup_size(ctx);
+    let pipeline = ctx.pipeline(&gpu::key("sinusoidal", "main", workgroup_size, &[target.dtype]), || source(target.dtype))?;
+    let turns = gpu::storage_init(ctx, "sinusoidal turns", bytemuck::cast_slice(&turns_table(&frequencies)), wgpu::BufferUsages::empty());
+    let placeholder = gpu::storage_empty(ctx, "sinusoidal no ids", 16, wgpu::BufferUsages::empty());
+    let ids = binding.window(ctx, batch, seq_len, &placeholder)?;
+
+    // Rows are split so that each dispatch binds a window within the binding limit.
+    let row_bytes = encoding.dim as u64 * size;
+    let rows_per_dispatch = gpu::rows_per_window(ctx, row_bytes, row_bytes);
+    if rows_per_dispatch == 0 {
+        return Err(gpu::row_too_large(ctx, "target", row_bytes));
+    }
+    let dim = encoding.dim as u64;
+    for first_row in (0..rows as u64).step_by(rows_per_dispatch as usize) {
+        let end_row = (first_row + rows_per_dispatch).min(rows as u64);
+        let window = gpu::window(ctx, "target", target.buffer, target.offset + first_row * dim, target.offset + end_row * dim, size)?;
+        let uniform = SinusoidalUniform {
+            rows: (end_row - first_row) as u32,
+            seq_len: seq_len as u32,
+            half_dim: (encoding.dim / 2) as u32,
+            column_order: match encoding.layout {
+                SinusoidalLayout::Interleaved => 0,
+                SinusoidalLayout::Concat => 1,
+            },
+            accumulate: u32::from(accumulate),
+            start: binding.start,
+            use_ids: binding.use_ids,
+            ids_batch_stride: binding.ids_batch_stride,
+            ids_offset: ids.local(u64::from(binding.ids_offset)),
+            out_offset: window.local(target.offset + first_row * dim),
+            row_stride: encoding.dim as u32,
+            row_base: first_row as u32,
+        };
+        let uniform = gpu::uniform(ctx, "sinusoidal params", &uniform);
+        let resources = vec![
+            (0, uniform.as_entire_binding()),
+            (1, turns.as_entire_binding()),
+            (2, ids.resource()),
+            (3, window.resource()),
+        ];
+        let bind_group = gpu::bind_group_at(ctx, &pipeline, "sinusoidal", resources);
+        let invocations = (end_row - first_row) * dim / 2;
+        gpu::record_dispatch(ctx, encoder, &pipeline, &bind_group, "sinusoidal", invocations.div_ceil(u64::from(workgroup_size)))?;
+    }
+    Ok(())
 }
 
 /// Computes the table rows `[seq_len, dim]` on the GPU and reads them back.
