@@ -178,7 +178,11 @@ impl GpuContext {
     }
 
     /// Returns the cached pipeline for `key`, compiling the source from `source()` on first use.
-    pub(crate) fn pipeline(&self, key: &PipelineKey, source: impl FnOnce() -> String) -> Result<wgpu::ComputePipeline> {
+    pub(crate) fn pipeline(
+        &self,
+        key: &PipelineKey,
+        source: impl FnOnce() -> String,
+    ) -> Result<wgpu::ComputePipeline> {
         if let Some(pipeline) = self.lock_pipelines().get(key) {
             return Ok(pipeline.clone());
         }

@@ -20,12 +20,22 @@ pub fn shader_sources() -> Vec<(String, String)> {
             ("learned", crate::learned::gpu::source(dtype)),
             ("rope", crate::rope::gpu::source(dtype)),
             ("alibi", crate::alibi::gpu::source(dtype)),
-            ("attention", crate::attention::gpu::source(dtype, DType::F32)),
+            (
+                "attention",
+                crate::attention::gpu::source(dtype, DType::F32),
+            ),
             ("flash_attention", crate::attention::fused::source(dtype)),
         ];
-        sources.extend(variants.into_iter().map(|(name, source)| (format!("{name} {}", dtype.name()), source)));
+        sources.extend(
+            variants
+                .into_iter()
+                .map(|(name, source)| (format!("{name} {}", dtype.name()), source)),
+        );
     }
-    sources.push(("attention f32 with f16 probabilities".to_string(), crate::attention::gpu::source(DType::F32, DType::F16)));
+    sources.push((
+        "attention f32 with f16 probabilities".to_string(),
+        crate::attention::gpu::source(DType::F32, DType::F16),
+    ));
     sources
 }
 
@@ -131,7 +141,15 @@ pub(crate) fn common_dtype(views: &[(&'static str, DType)]) -> Result<DType> {
     let (first_name, first) = views[0];
     for &(name, dtype) in &views[1..] {
         if dtype != first {
-            return Err(Error::shape(name, 0, format!("{name} is {} but {first_name} is {}; use one storage type for both", dtype.name(), first.name())));
+            return Err(Error::shape(
+                name,
+                0,
+                format!(
+                    "{name} is {} but {first_name} is {}; use one storage type for both",
+                    dtype.name(),
+                    first.name()
+                ),
+            ));
         }
     }
     Ok(first)
@@ -147,7 +165,10 @@ pub(crate) const WORKGROUP_SIZE: u32 = 64;
 /// lower.
 pub(crate) fn workgroup_size(ctx: &GpuContext) -> u32 {
     let limits = ctx.device().limits();
-    let allowed = limits.max_compute_invocations_per_workgroup.min(limits.max_compute_workgroup_size_x).max(1);
+    let allowed = limits
+        .max_compute_invocations_per_workgroup
+        .min(limits.max_compute_workgroup_size_x)
+        .max(1);
     WORKGROUP_SIZE.min(1 << allowed.ilog2())
 }
 
@@ -182,29 +203,71 @@ impl<'a> Window<'a> {
 /// # Errors
 /// [`Error::Unsupported`] when the window exceeds `max_storage_buffer_binding_size`; callers
 /// split their work so that this only happens when a single row cannot fit.
-pub(crate) fn window<'a>(ctx: &GpuContext, name: &'static str, buffer: &'a wgpu::Buffer, start: u64, end: u64, element_bytes: u64) -> Result<Window<'a>> {
+pub(crate) fn window<'a>(
+    ctx: &GpuContext,
+    name: &'static str,
+    buffer: &'a wgpu::Buffer,
+    start: u64,
+    end: u64,
+    element_bytes: u64,
+) -> Result<Window<'a>> {
     let limits = ctx.device().limits();
     let alignment = u64::from(limits.min_storage_buffer_offset_alignment).max(4);
     let offset = start * element_bytes / alignment * alignment;
-    let end_bytes = (end * element_bytes).next_multiple_of(4).min(buffer.size()).max(offset + 4);
+    let end_bytes = (end * element_bytes)
+        .next_multiple_of(4)
+        .min(buffer.size())
+        .max(offset + 4);
     let size = end_bytes - offset;
     let limit = limits.max_storage_buffer_binding_size;
     if size > limit {
         return Err(Error::Unsupported {
-            what: format!("binding {size} bytes of {name} (max_storage_buffer_binding_size is {limit})"),
-            hint: "split the call into smaller tensors, or use a device with a larger binding limit".into(),
+            what: format!(
+                "binding {size} bytes of {name} (max_storage_buffer_binding_size is {limit})"
+            ),
+            hint:
+                "split the call into smaller tensors, or use a device with a larger binding limit"
+                    .into(),
         });
     }
-    Ok(Window { buffer, offset, size, first: offset / element_bytes })
+    Ok(Window {
+        buffer,
+        offset,
+        size,
+        first: offset / element_bytes,
+    })
 }
 
 /// How many consecutive rows of `row_bytes`, `stride_bytes` apart, fit in one binding window
-/// (0 when not even one does).
+/// (0 when not even one does). With rows of 1 byte, it is the usable bytes of a window.
 pub(crate) fn rows_per_window(ctx: &GpuContext, stride_bytes: u64, row_bytes: u64) -> u64 {
     let limits = ctx.device().limits();
     let alignment = u64::from(limits.min_storage_buffer_offset_alignment).max(4);
     // The window may start up to alignment - 1 bytes early and end up to 3 bytes late.
-    let usable = limits.max_storage_buffer_binding_size.saturating_sub(alignment + 3);
+    let usable = limits
+        .max_storage_buffer_binding_size
+        .saturating_sub(alignment + 3);
+    if usable < row_bytes {
+        return 0;
+    }
+    1 + (usable - row_bytes) / stride_bytes.max(1)
+}
+
+/// How many consecutive rows of `row_bytes`, `stride_bytes` apart, fit in one binding window
+/// that must start at byte `start` (0 when not even one does).
+pub(crate) fn rows_fitting(ctx: &GpuContext, start: u64, stride_bytes: u64, row_bytes: u64) -> u64 {
+    let limits = ctx.device().limits();
+    let alignment = u64::from(limits.min_storage_buffer_offset_alignment).max(4);
+    // The window starts at the aligned byte below `start`, and its end is rounded up to 4.
+    let lead = start % alignment;
+    let tail = if (start + row_bytes) % 4 == 0 && stride_bytes % 4 == 0 {
+        0
+    } else {
+        3
+    };
+    let usable = limits
+        .max_storage_buffer_binding_size
+        .saturating_sub(lead + tail);
     if usable < row_bytes {
         return 0;
     }
@@ -223,7 +286,12 @@ pub(crate) fn row_too_large(ctx: &GpuContext, name: &'static str, row_bytes: u64
 }
 
 /// Builds a pipeline key with the workgroup size override set.
-pub(crate) fn key(shader: &'static str, entry_point: &'static str, workgroup_size: u32, dtypes: &[DType]) -> PipelineKey {
+pub(crate) fn key(
+    shader: &'static str,
+    entry_point: &'static str,
+    workgroup_size: u32,
+    dtypes: &[DType],
+) -> PipelineKey {
     PipelineKey {
         shader,
         entry_point,
@@ -276,21 +344,6 @@ pub(crate) fn check_view(
             end as i64,
             "element indices must fit in u32 for the shader; split the tensor",
         ));
-    }
-    Ok(())
-}
-
-/// Checks that a binding of `bytes` fits the device's storage binding limit.
-pub(crate) fn check_binding(ctx: &GpuContext, name: &'static str, bytes: u64) -> Result<()> {
-    let limit = ctx.device().limits().max_storage_buffer_binding_size;
-    if bytes > limit {
-        // NOTE: tensors past the binding limit are rejected here, not yet split into chunks.
-        return Err(Error::Unsupported {
-            what: format!(
-                "a {name} binding of {bytes} bytes (max_storage_buffer_binding_size is {limit})"
-            ),
-            hint: "split the work into smaller calls".into(),
-        });
     }
     Ok(())
 }
@@ -512,11 +565,21 @@ pub(crate) struct PositionBinding<'a> {
 impl<'a> PositionBinding<'a> {
     /// The binding window over the ids (or over `placeholder` when positions come from a
     /// start); the kernel's ids offset is `window.local(ids_offset)`.
-    pub(crate) fn window(&self, ctx: &GpuContext, batch: usize, seq_len: usize, placeholder: &'a wgpu::Buffer) -> Result<Window<'a>> {
+    pub(crate) fn window(
+        &self,
+        ctx: &GpuContext,
+        batch: usize,
+        seq_len: usize,
+        placeholder: &'a wgpu::Buffer,
+    ) -> Result<Window<'a>> {
         let Some(buffer) = self.buffer else {
             return window(ctx, "positions", placeholder, 0, 4, 4);
         };
-        let count = if self.ids_batch_stride > 0 { batch * seq_len } else { seq_len } as u64;
+        let count = if self.ids_batch_stride > 0 {
+            batch * seq_len
+        } else {
+            seq_len
+        } as u64;
         let offset = u64::from(self.ids_offset);
         window(ctx, "positions", buffer, offset, offset + count, 4)
     }
@@ -665,7 +728,11 @@ impl GpuContext {
 }
 
 /// Reads `len` elements of type `T` from the start of `buffer`.
-pub(crate) fn read_elements<T: crate::tensor::Element>(ctx: &GpuContext, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<T>> {
+pub(crate) fn read_elements<T: crate::tensor::Element>(
+    ctx: &GpuContext,
+    buffer: &wgpu::Buffer,
+    len: usize,
+) -> Result<Vec<T>> {
     let bytes = read_bytes(ctx, buffer, (len * std::mem::size_of::<T>()) as u64)?;
     Ok(bytemuck::pod_collect_to_vec(&bytes))
 }

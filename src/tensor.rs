@@ -182,12 +182,20 @@ pub struct TensorView<'a> {
 impl<'a> TensorView<'a> {
     /// An f32 view starting at the first element of `buffer`.
     pub fn new(buffer: &'a wgpu::Buffer) -> Self {
-        Self { buffer, offset: 0, dtype: DType::F32 }
+        Self {
+            buffer,
+            offset: 0,
+            dtype: DType::F32,
+        }
     }
 
     /// An f32 view starting at element `offset` of `buffer`.
     pub fn at(buffer: &'a wgpu::Buffer, offset: u64) -> Self {
-        Self { buffer, offset, dtype: DType::F32 }
+        Self {
+            buffer,
+            offset,
+            dtype: DType::F32,
+        }
     }
 
     /// The same view with another storage type (the offset counts elements of that type).

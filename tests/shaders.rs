@@ -53,7 +53,14 @@ fn translate(name: &str, module: &naga::Module, info: &ModuleInfo, entry: &str, 
     );
 
     // Shader model 6.2 is the first with 16-bit types.
-    let hlsl_options = hlsl::Options { shader_model: if uses_f16 { hlsl::ShaderModel::V6_2 } else { hlsl::ShaderModel::V5_1 }, ..Default::default() };
+    let hlsl_options = hlsl::Options {
+        shader_model: if uses_f16 {
+            hlsl::ShaderModel::V6_2
+        } else {
+            hlsl::ShaderModel::V5_1
+        },
+        ..Default::default()
+    };
     let hlsl_pipeline = hlsl::PipelineOptions {
         entry_point: Some((naga::ShaderStage::Compute, entry.into())),
     };
@@ -108,7 +115,13 @@ fn shaders_validate_and_translate() {
         let (module, info) = validate(name, source);
         assert!(!module.entry_points.is_empty(), "{name}: no entry point");
         for entry in &module.entry_points {
-            translate(name, &module, &info, &entry.name, source.contains("enable f16;"));
+            translate(
+                name,
+                &module,
+                &info,
+                &entry.name,
+                source.contains("enable f16;"),
+            );
             entry_points += 1;
         }
     }

@@ -24,8 +24,17 @@ struct AlibiUniform {
 
 /// The kernel with the declaration of its output for `dtype`.
 pub(crate) fn source(dtype: DType) -> String {
-    let tensors = [TensorBinding { name: "out", binding: 2, dtype, writable: true }];
-    [gpu::tensor_declarations(&tensors).as_str(), include_str!("../../shaders/alibi.wgsl")].concat()
+    let tensors = [TensorBinding {
+        name: "out",
+        binding: 2,
+        dtype,
+        writable: true,
+    }];
+    [
+        gpu::tensor_declarations(&tensors).as_str(),
+        include_str!("../../shaders/alibi.wgsl"),
+    ]
+    .concat()
 }
 
 /// Records the bias `[num_heads, q_len, kv_len]` into `target` (written, or added when
@@ -48,7 +57,13 @@ pub fn record(
     let slopes: Vec<f32> = alibi.slopes()?.into_iter().map(|s| s as f32).collect();
     let elements = checked_product("bias", &[alibi.num_heads, q_len, kv_len])? as u64;
     gpu::require_dtype(ctx, target.dtype)?;
-    gpu::check_view("target", target.buffer, target.offset, elements, target.dtype.size())?;
+    gpu::check_view(
+        "target",
+        target.buffer,
+        target.offset,
+        elements,
+        target.dtype.size(),
+    )?;
     // Distances are formed in i32 in the shader.
     let q_offset_i32 = i32::try_from(q_offset)
         .map_err(|_| Error::shape("q_offset", q_offset, "must fit in i32"))?;
@@ -65,22 +80,43 @@ pub fn record(
     }
 
     let workgroup_size = gpu::workgroup_size(ctx);
-    let pipeline = ctx.pipeline(&gpu::key("alibi", "main", workgroup_size, &[target.dtype]), || source(target.dtype))?;
-    let slopes = gpu::storage_init(ctx, "alibi slopes", bytemuck::cast_slice(&slopes), wgpu::BufferUsages::empty());
+    let pipeline = ctx.pipeline(
+        &gpu::key("alibi", "main", workgroup_size, &[target.dtype]),
+        || source(target.dtype),
+    )?;
+    let slopes = gpu::storage_init(
+        ctx,
+        "alibi slopes",
+        bytemuck::cast_slice(&slopes),
+        wgpu::BufferUsages::empty(),
+    );
 
     // Rows of kv_len biases are split so that each dispatch binds a window within the
     // binding limit.
     let size = target.dtype.size();
     let kv = kv_len as u64;
     let rows = (alibi.num_heads * q_len) as u64;
-    let rows_per_dispatch = gpu::rows_per_window(ctx, kv * size, kv * size);
-    if rows_per_dispatch == 0 {
-        return Err(gpu::row_too_large(ctx, "bias", kv * size));
-    }
-    for first_row in (0..rows).step_by(rows_per_dispatch as usize) {
-        let end_row = (first_row + rows_per_dispatch).min(rows);
+    let mut first_row = 0;
+    while first_row < rows {
+        let fitting = gpu::rows_fitting(
+            ctx,
+            (target.offset + first_row * kv) * size,
+            kv * size,
+            kv * size,
+        );
+        if fitting == 0 {
+            return Err(gpu::row_too_large(ctx, "bias", kv * size));
+        }
+        let end_row = (first_row + fitting).min(rows);
         let first = target.offset + first_row * kv;
-        let window = gpu::window(ctx, "target", target.buffer, first, target.offset + end_row * kv, size)?;
+        let window = gpu::window(
+            ctx,
+            "target",
+            target.buffer,
+            first,
+            target.offset + end_row * kv,
+            size,
+        )?;
         let uniform = AlibiUniform {
             heads: alibi.num_heads as u32,
             q_len: q_len as u32,
@@ -94,10 +130,22 @@ pub fn record(
             _pad: [0; 3],
         };
         let uniform = gpu::uniform(ctx, "alibi params", &uniform);
-        let resources = vec![(0, uniform.as_entire_binding()), (1, slopes.as_entire_binding()), (2, window.resource())];
+        let resources = vec![
+            (0, uniform.as_entire_binding()),
+            (1, slopes.as_entire_binding()),
+            (2, window.resource()),
+        ];
         let bind_group = gpu::bind_group_at(ctx, &pipeline, "alibi", resources);
         let invocations = (end_row - first_row) * kv;
-        gpu::record_dispatch(ctx, encoder, &pipeline, &bind_group, "alibi", invocations.div_ceil(u64::from(workgroup_size)))?;
+        gpu::record_dispatch(
+            ctx,
+            encoder,
+            &pipeline,
+            &bind_group,
+            "alibi",
+            invocations.div_ceil(u64::from(workgroup_size)),
+        )?;
+        first_row = end_row;
     }
     Ok(())
 }

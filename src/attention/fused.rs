@@ -25,10 +25,30 @@ const TARGET_WORKGROUPS: usize = 512;
 /// The kernel with the shared mask code and the declarations of Q, K, V and the output.
 pub(crate) fn source(dtype: DType) -> String {
     let tensors = [
-        TensorBinding { name: "q", binding: 2, dtype, writable: false },
-        TensorBinding { name: "k", binding: 3, dtype, writable: false },
-        TensorBinding { name: "v", binding: 4, dtype, writable: false },
-        TensorBinding { name: "out", binding: 5, dtype, writable: true },
+        TensorBinding {
+            name: "q",
+            binding: 2,
+            dtype,
+            writable: false,
+        },
+        TensorBinding {
+            name: "k",
+            binding: 3,
+            dtype,
+            writable: false,
+        },
+        TensorBinding {
+            name: "v",
+            binding: 4,
+            dtype,
+            writable: false,
+        },
+        TensorBinding {
+            name: "out",
+            binding: 5,
+            dtype,
+            writable: true,
+        },
     ];
     [
         gpu::tensor_declarations(&tensors).as_str(),
@@ -39,7 +59,12 @@ pub(crate) fn source(dtype: DType) -> String {
 }
 
 fn key(entry_point: &'static str, dtype: DType) -> PipelineKey {
-    PipelineKey { shader: "flash_attention", entry_point, constants: Vec::new(), dtypes: vec![dtype] }
+    PipelineKey {
+        shader: "flash_attention",
+        entry_point,
+        constants: Vec::new(),
+        dtypes: vec![dtype],
+    }
 }
 
 /// Workgroup memory the fused kernel declares: Q and K/V chunks, the score tile, the
@@ -88,8 +113,16 @@ pub fn record(
 ) -> Result<()> {
     if shape.head_dim > MAX_FUSED_HEAD_DIM || !device_fits(ctx) {
         let (_, _, probs_len) = shape.lens()?;
-        let scratch = gpu::storage_empty(ctx, "attention scratch probs", (probs_len * 4) as u64, wgpu::BufferUsages::empty());
-        let buffers = AttentionBuffers { probs: Some(TensorView::new(&scratch)), ..*buffers };
+        let scratch = gpu::storage_empty(
+            ctx,
+            "attention scratch probs",
+            (probs_len * 4) as u64,
+            wgpu::BufferUsages::empty(),
+        );
+        let buffers = AttentionBuffers {
+            probs: Some(TensorView::new(&scratch)),
+            ..*buffers
+        };
         return crate::attention::gpu::record(ctx, encoder, shape, params, &buffers);
     }
     let resolved = resolve(shape, params)?;
@@ -98,7 +131,11 @@ pub fn record(
     let dtype = windows.dtype;
     let splits = num_splits.unwrap_or_else(|| default_splits(shape));
     if splits == 0 || splits > u32::MAX as usize {
-        return Err(Error::shape("num_splits", splits, "must be at least 1 and below 2^32"));
+        return Err(Error::shape(
+            "num_splits",
+            splits,
+            "must be at least 1 and below 2^32",
+        ));
     }
     let rows = shape.batch * shape.num_heads * shape.q_len;
     if rows == 0 {
@@ -106,10 +143,31 @@ pub fn record(
     }
     uniform.num_splits = splits as u32;
 
-    let partial_floats = if splits > 1 { rows * splits * (shape.head_dim + 2) } else { 0 };
-    let partials = gpu::storage_empty(ctx, "attention partials", (partial_floats * 4) as u64, wgpu::BufferUsages::empty());
-    let partials = gpu::window(ctx, "split-K partials", &partials, 0, partial_floats as u64, 4)?;
-    let aux = gpu::storage_init(ctx, "attention tables", bytemuck::cast_slice(&aux), wgpu::BufferUsages::empty());
+    let partial_floats = if splits > 1 {
+        rows * splits * (shape.head_dim + 2)
+    } else {
+        0
+    };
+    let partials = gpu::storage_empty(
+        ctx,
+        "attention partials",
+        (partial_floats * 4) as u64,
+        wgpu::BufferUsages::empty(),
+    );
+    let partials = gpu::window(
+        ctx,
+        "split-K partials",
+        &partials,
+        0,
+        partial_floats as u64,
+        4,
+    )?;
+    let aux = gpu::storage_init(
+        ctx,
+        "attention tables",
+        bytemuck::cast_slice(&aux),
+        wgpu::BufferUsages::empty(),
+    );
     let uniform = gpu::uniform(ctx, "flash attention params", &uniform);
 
     let main = ctx.pipeline(&key("main", dtype), || source(dtype))?;
@@ -124,7 +182,14 @@ pub fn record(
         (7, partials.resource()),
     ];
     let bind_group = gpu::bind_group_at(ctx, &main, "flash attention", resources);
-    gpu::record_dispatch(ctx, encoder, &main, &bind_group, "flash attention", (row_blocks(shape) * splits) as u64)?;
+    gpu::record_dispatch(
+        ctx,
+        encoder,
+        &main,
+        &bind_group,
+        "flash attention",
+        (row_blocks(shape) * splits) as u64,
+    )?;
     if splits > 1 {
         let merge = ctx.pipeline(&key("merge", dtype), || source(dtype))?;
         // The merge entry point's automatic layout holds only the bindings it uses.
@@ -136,7 +201,14 @@ pub fn record(
             (7, partials.resource()),
         ];
         let bind_group = gpu::bind_group_at(ctx, &merge, "flash attention merge", resources);
-        gpu::record_dispatch(ctx, encoder, &merge, &bind_group, "flash attention merge", rows as u64)?;
+        gpu::record_dispatch(
+            ctx,
+            encoder,
+            &merge,
+            &bind_group,
+            "flash attention merge",
+            rows as u64,
+        )?;
     }
     Ok(())
 }
@@ -162,11 +234,24 @@ pub fn attention<T: Element>(
     let (q_len, _, _) = shape.lens()?;
     let rows = shape.batch * shape.num_heads * shape.q_len;
     if q_len == 0 {
-        return Ok(AttentionOutput { probs: Vec::new(), out: Vec::new(), lse: Vec::new() });
+        return Ok(AttentionOutput {
+            probs: Vec::new(),
+            out: Vec::new(),
+            lse: Vec::new(),
+        });
     }
 
     let uploaded = Uploaded::new(ctx, shape, q, k, v);
-    gpu::submit_scoped(ctx, "flash attention", |encoder| record(ctx, encoder, shape, params, &uploaded.buffers(None), num_splits))?;
+    gpu::submit_scoped(ctx, "flash attention", |encoder| {
+        record(
+            ctx,
+            encoder,
+            shape,
+            params,
+            &uploaded.buffers(None),
+            num_splits,
+        )
+    })?;
     Ok(AttentionOutput {
         probs: Vec::new(),
         out: gpu::read_elements(ctx, &uploaded.out, q_len)?,

@@ -11,11 +11,36 @@ use crate::tensor::{DType, Element, TensorView};
 /// the output in `dtype`, the probabilities in `probs`.
 pub(crate) fn source(dtype: DType, probs: DType) -> String {
     let tensors = [
-        TensorBinding { name: "q", binding: 2, dtype, writable: false },
-        TensorBinding { name: "k", binding: 3, dtype, writable: false },
-        TensorBinding { name: "v", binding: 4, dtype, writable: false },
-        TensorBinding { name: "probs", binding: 5, dtype: probs, writable: true },
-        TensorBinding { name: "out", binding: 6, dtype, writable: true },
+        TensorBinding {
+            name: "q",
+            binding: 2,
+            dtype,
+            writable: false,
+        },
+        TensorBinding {
+            name: "k",
+            binding: 3,
+            dtype,
+            writable: false,
+        },
+        TensorBinding {
+            name: "v",
+            binding: 4,
+            dtype,
+            writable: false,
+        },
+        TensorBinding {
+            name: "probs",
+            binding: 5,
+            dtype: probs,
+            writable: true,
+        },
+        TensorBinding {
+            name: "out",
+            binding: 6,
+            dtype,
+            writable: true,
+        },
     ];
     [
         gpu::tensor_declarations(&tensors).as_str(),
@@ -55,8 +80,18 @@ pub(crate) struct Windows<'a> {
 
 /// Checks the views, binds each through a window within the binding limit, and completes
 /// the uniform with strides and window-relative offsets.
-pub(crate) fn bind_views<'a>(ctx: &GpuContext, shape: &AttentionShape, buffers: &AttentionBuffers<'a>, uniform: &mut AttentionUniform) -> Result<Windows<'a>> {
-    let dtype = gpu::common_dtype(&[("q", buffers.q.dtype), ("k", buffers.k.dtype), ("v", buffers.v.dtype), ("out", buffers.out.dtype)])?;
+pub(crate) fn bind_views<'a>(
+    ctx: &GpuContext,
+    shape: &AttentionShape,
+    buffers: &AttentionBuffers<'a>,
+    uniform: &mut AttentionUniform,
+) -> Result<Windows<'a>> {
+    let dtype = gpu::common_dtype(&[
+        ("q", buffers.q.dtype),
+        ("k", buffers.k.dtype),
+        ("v", buffers.v.dtype),
+        ("out", buffers.out.dtype),
+    ])?;
     gpu::require_dtype(ctx, dtype)?;
     let (q_len, kv_len, _) = shape.lens()?;
     let (q_len, kv_len) = (q_len as u64, kv_len as u64);
@@ -68,15 +103,31 @@ pub(crate) fn bind_views<'a>(ctx: &GpuContext, shape: &AttentionShape, buffers: 
     gpu::check_view("out", buffers.out.buffer, buffers.out.offset, q_len, size)?;
     gpu::check_view("lse", buffers.lse, 0, rows, 4)?;
     if buffers.k.offset != buffers.v.offset {
-        return Err(Error::shape("v.offset", buffers.v.offset as i64, format!("must equal k.offset = {}; put K and V at the same offset in their buffers", buffers.k.offset)));
+        return Err(Error::shape(
+            "v.offset",
+            buffers.v.offset as i64,
+            format!(
+                "must equal k.offset = {}; put K and V at the same offset in their buffers",
+                buffers.k.offset
+            ),
+        ));
     }
     if buffers.out.offset != buffers.q.offset {
-        return Err(Error::shape("out.offset", buffers.out.offset as i64, format!("must equal q.offset = {}; the output shares Q's layout", buffers.q.offset)));
+        return Err(Error::shape(
+            "out.offset",
+            buffers.out.offset as i64,
+            format!(
+                "must equal q.offset = {}; the output shares Q's layout",
+                buffers.q.offset
+            ),
+        ));
     }
 
     // NOTE: Q, K, V and the output are bound whole; a tensor past the binding limit is
     // rejected, and only the probabilities are split across dispatches.
-    let window = |name, view: &TensorView<'a>, len| gpu::window(ctx, name, view.buffer, view.offset, view.offset + len, size);
+    let window = |name, view: &TensorView<'a>, len| {
+        gpu::window(ctx, name, view.buffer, view.offset, view.offset + len, size)
+    };
     let windows = Windows {
         dtype,
         q: window("q", &buffers.q, q_len)?,
@@ -85,11 +136,25 @@ pub(crate) fn bind_views<'a>(ctx: &GpuContext, shape: &AttentionShape, buffers: 
         out: window("out", &buffers.out, q_len)?,
         lse: gpu::window(ctx, "lse", buffers.lse, 0, rows, 4)?,
     };
-    let q_strides = shape.layout.strides(shape.q_len, shape.num_heads, shape.head_dim);
-    let kv_strides = shape.layout.strides(shape.kv_len, shape.num_kv_heads, shape.head_dim);
+    let q_strides = shape
+        .layout
+        .strides(shape.q_len, shape.num_heads, shape.head_dim);
+    let kv_strides = shape
+        .layout
+        .strides(shape.kv_len, shape.num_kv_heads, shape.head_dim);
     // check_view bounded every element index by u32::MAX, so the strides fit too.
-    uniform.q_strides = [q_strides[0] as u32, q_strides[1] as u32, q_strides[2] as u32, windows.q.local(buffers.q.offset)];
-    uniform.kv_strides = [kv_strides[0] as u32, kv_strides[1] as u32, kv_strides[2] as u32, windows.k.local(buffers.k.offset)];
+    uniform.q_strides = [
+        q_strides[0] as u32,
+        q_strides[1] as u32,
+        q_strides[2] as u32,
+        windows.q.local(buffers.q.offset),
+    ];
+    uniform.kv_strides = [
+        kv_strides[0] as u32,
+        kv_strides[1] as u32,
+        kv_strides[2] as u32,
+        windows.k.local(buffers.k.offset),
+    ];
     Ok(windows)
 }
 
@@ -101,21 +166,44 @@ pub(crate) fn bind_views<'a>(ctx: &GpuContext, shape: &AttentionShape, buffers: 
 /// Invalid shape or params, a missing probabilities view, views that do not fit their
 /// buffers or mix storage types, or a Q, K, V or output tensor (or one probabilities row)
 /// past the binding limit.
-pub fn record(ctx: &GpuContext, encoder: &mut wgpu::CommandEncoder, shape: &AttentionShape, params: &AttentionParams, buffers: &AttentionBuffers<'_>) -> Result<()> {
+pub fn record(
+    ctx: &GpuContext,
+    encoder: &mut wgpu::CommandEncoder,
+    shape: &AttentionShape,
+    params: &AttentionParams,
+    buffers: &AttentionBuffers<'_>,
+) -> Result<()> {
     let resolved = resolve(shape, params)?;
     let (mut uniform, aux) = pack(shape, params, &resolved)?;
     let windows = bind_views(ctx, shape, buffers, &mut uniform)?;
     let (_, _, probs_len) = shape.lens()?;
-    let probs = buffers.probs.ok_or_else(|| Error::shape("probs", 0, "the materialising kernel needs a probabilities view"))?;
+    let probs = buffers.probs.ok_or_else(|| {
+        Error::shape(
+            "probs",
+            0,
+            "the materialising kernel needs a probabilities view",
+        )
+    })?;
     gpu::require_dtype(ctx, probs.dtype)?;
     let probs_size = probs.dtype.size();
-    gpu::check_view("probs", probs.buffer, probs.offset, probs_len as u64, probs_size)?;
+    gpu::check_view(
+        "probs",
+        probs.buffer,
+        probs.offset,
+        probs_len as u64,
+        probs_size,
+    )?;
     let rows = (shape.batch * shape.num_heads * shape.q_len) as u64;
     if rows == 0 {
         return Ok(());
     }
 
-    let aux = gpu::storage_init(ctx, "attention tables", bytemuck::cast_slice(&aux), wgpu::BufferUsages::empty());
+    let aux = gpu::storage_init(
+        ctx,
+        "attention tables",
+        bytemuck::cast_slice(&aux),
+        wgpu::BufferUsages::empty(),
+    );
     let workgroup_size = gpu::workgroup_size(ctx);
     let recompute = probs.dtype != DType::F32;
     let key = PipelineKey {
@@ -131,15 +219,32 @@ pub fn record(ctx: &GpuContext, encoder: &mut wgpu::CommandEncoder, shape: &Atte
 
     let kv = shape.kv_len as u64;
     let row_bytes = kv * probs_size;
-    let rows_per_dispatch = gpu::rows_per_window(ctx, row_bytes, row_bytes);
-    if rows_per_dispatch == 0 {
-        return Err(gpu::row_too_large(ctx, "probabilities", row_bytes));
-    }
-    for first_row in (0..rows).step_by(rows_per_dispatch as usize) {
-        let end_row = (first_row + rows_per_dispatch).min(rows);
+    let mut first_row = 0;
+    while first_row < rows {
+        let fitting = gpu::rows_fitting(
+            ctx,
+            (probs.offset + first_row * kv) * probs_size,
+            row_bytes,
+            row_bytes,
+        );
+        if fitting == 0 {
+            return Err(gpu::row_too_large(ctx, "probabilities", row_bytes));
+        }
+        let end_row = (first_row + fitting).min(rows);
         let first = probs.offset + first_row * kv;
-        let probs_window = gpu::window(ctx, "probs", probs.buffer, first, probs.offset + end_row * kv, probs_size)?;
-        let chunk = AttentionUniform { row_base: first_row as u32, probs_local: probs_window.local(first), ..uniform };
+        let probs_window = gpu::window(
+            ctx,
+            "probs",
+            probs.buffer,
+            first,
+            probs.offset + end_row * kv,
+            probs_size,
+        )?;
+        let chunk = AttentionUniform {
+            row_base: first_row as u32,
+            probs_local: probs_window.local(first),
+            ..uniform
+        };
         let chunk = gpu::uniform(ctx, "attention params", &chunk);
         let resources = vec![
             (0, chunk.as_entire_binding()),
@@ -152,7 +257,15 @@ pub fn record(ctx: &GpuContext, encoder: &mut wgpu::CommandEncoder, shape: &Atte
             (7, windows.lse.resource()),
         ];
         let bind_group = gpu::bind_group_at(ctx, &pipeline, "attention", resources);
-        gpu::record_dispatch(ctx, encoder, &pipeline, &bind_group, "attention", end_row - first_row)?;
+        gpu::record_dispatch(
+            ctx,
+            encoder,
+            &pipeline,
+            &bind_group,
+            "attention",
+            end_row - first_row,
+        )?;
+        first_row = end_row;
     }
     Ok(())
 }
@@ -168,15 +281,31 @@ pub(crate) struct Uploaded {
 }
 
 impl Uploaded {
-    pub(crate) fn new<T: Element>(ctx: &GpuContext, shape: &AttentionShape, q: &[T], k: &[T], v: &[T]) -> Self {
+    pub(crate) fn new<T: Element>(
+        ctx: &GpuContext,
+        shape: &AttentionShape,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+    ) -> Self {
         let none = wgpu::BufferUsages::empty();
         let rows = shape.batch * shape.num_heads * shape.q_len;
         Self {
             q: gpu::storage_init(ctx, "attention q", bytemuck::cast_slice(q), none),
             k: gpu::storage_init(ctx, "attention k", bytemuck::cast_slice(k), none),
             v: gpu::storage_init(ctx, "attention v", bytemuck::cast_slice(v), none),
-            out: gpu::storage_empty(ctx, "attention out", q.len() as u64 * T::DTYPE.size(), wgpu::BufferUsages::COPY_SRC),
-            lse: gpu::storage_empty(ctx, "attention lse", (rows * 4) as u64, wgpu::BufferUsages::COPY_SRC),
+            out: gpu::storage_empty(
+                ctx,
+                "attention out",
+                q.len() as u64 * T::DTYPE.size(),
+                wgpu::BufferUsages::COPY_SRC,
+            ),
+            lse: gpu::storage_empty(
+                ctx,
+                "attention lse",
+                (rows * 4) as u64,
+                wgpu::BufferUsages::COPY_SRC,
+            ),
             dtype: T::DTYPE,
         }
     }
@@ -200,19 +329,43 @@ impl Uploaded {
 /// # Errors
 /// As for [`crate::attention::attention_cpu`], [`Error::Unsupported`] for f16 without
 /// `SHADER_F16`, and [`Error::Gpu`] if wgpu fails.
-pub fn attention<T: Element>(ctx: &GpuContext, shape: &AttentionShape, params: &AttentionParams, q: &[T], k: &[T], v: &[T]) -> Result<AttentionOutput<T>> {
+pub fn attention<T: Element>(
+    ctx: &GpuContext,
+    shape: &AttentionShape,
+    params: &AttentionParams,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+) -> Result<AttentionOutput<T>> {
     resolve(shape, params)?;
     check_inputs(shape, q.len(), k.len(), v.len())?;
     gpu::require_dtype(ctx, T::DTYPE)?;
     let (q_len, _, probs_len) = shape.lens()?;
     let rows = shape.batch * shape.num_heads * shape.q_len;
     if q_len == 0 {
-        return Ok(AttentionOutput { probs: vec![0.0; probs_len], out: Vec::new(), lse: Vec::new() });
+        return Ok(AttentionOutput {
+            probs: vec![0.0; probs_len],
+            out: Vec::new(),
+            lse: Vec::new(),
+        });
     }
 
     let uploaded = Uploaded::new(ctx, shape, q, k, v);
-    let probs = gpu::storage_empty(ctx, "attention probs", (probs_len * 4) as u64, wgpu::BufferUsages::COPY_SRC);
-    gpu::submit_scoped(ctx, "attention", |encoder| record(ctx, encoder, shape, params, &uploaded.buffers(Some(TensorView::new(&probs)))))?;
+    let probs = gpu::storage_empty(
+        ctx,
+        "attention probs",
+        (probs_len * 4) as u64,
+        wgpu::BufferUsages::COPY_SRC,
+    );
+    gpu::submit_scoped(ctx, "attention", |encoder| {
+        record(
+            ctx,
+            encoder,
+            shape,
+            params,
+            &uploaded.buffers(Some(TensorView::new(&probs))),
+        )
+    })?;
     Ok(AttentionOutput {
         probs: gpu::read_f32(ctx, &probs, probs_len)?,
         out: gpu::read_elements(ctx, &uploaded.out, q_len)?,

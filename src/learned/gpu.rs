@@ -27,10 +27,24 @@ struct LearnedUniform {
 /// The kernel with its tensor declarations; the table and embeddings share one storage type.
 pub(crate) fn source(dtype: DType) -> String {
     let tensors = [
-        TensorBinding { name: "table", binding: 1, dtype, writable: false },
-        TensorBinding { name: "out", binding: 3, dtype, writable: true },
+        TensorBinding {
+            name: "table",
+            binding: 1,
+            dtype,
+            writable: false,
+        },
+        TensorBinding {
+            name: "out",
+            binding: 3,
+            dtype,
+            writable: true,
+        },
     ];
-    [gpu::tensor_declarations(&tensors).as_str(), include_str!("../../shaders/learned.wgsl")].concat()
+    [
+        gpu::tensor_declarations(&tensors).as_str(),
+        include_str!("../../shaders/learned.wgsl"),
+    ]
+    .concat()
 }
 
 /// Records `target[b, t, :] += table[position, :]` for `[batch, seq_len, dim]` in the
@@ -56,10 +70,22 @@ pub fn record(
     shape.validate(table_len)?;
     let dtype = gpu::common_dtype(&[("table", table.dtype), ("target", target.dtype)])?;
     gpu::require_dtype(ctx, dtype)?;
-    gpu::check_view("table", table.buffer, table.offset, table_len as u64, dtype.size())?;
+    gpu::check_view(
+        "table",
+        table.buffer,
+        table.offset,
+        table_len as u64,
+        dtype.size(),
+    )?;
     let rows = checked_product("rows", &[batch, seq_len])?;
     let elements = checked_product("target", &[rows, shape.dim])? as u64;
-    gpu::check_view("target", target.buffer, target.offset, elements, dtype.size())?;
+    gpu::check_view(
+        "target",
+        target.buffer,
+        target.offset,
+        elements,
+        dtype.size(),
+    )?;
     if let GpuPositions::Start(start) = positions {
         Positions::Start(start).validate(batch, seq_len, shape.max_positions as u64)?;
     }
@@ -76,31 +102,66 @@ pub fn record(
     let (table_window, table_first_row, max_positions, start) = match positions {
         GpuPositions::Start(start) => {
             let first = table.offset + u64::from(start) * dim;
-            let window = gpu::window(ctx, "table", table.buffer, first, first + seq_len as u64 * dim, size)?;
+            let window = gpu::window(
+                ctx,
+                "table",
+                table.buffer,
+                first,
+                first + seq_len as u64 * dim,
+                size,
+            )?;
             (window, first, seq_len as u32, 0)
         }
         GpuPositions::Buffer { .. } => {
             // NOTE: a table past the binding limit is rejected here when the ids live in a
             // GPU buffer, because the rows they select are not known on the host.
-            let window = gpu::window(ctx, "table", table.buffer, table.offset, table.offset + table_len as u64, size)?;
-            (window, table.offset, shape.max_positions as u32, binding.start)
+            let window = gpu::window(
+                ctx,
+                "table",
+                table.buffer,
+                table.offset,
+                table.offset + table_len as u64,
+                size,
+            )?;
+            (
+                window,
+                table.offset,
+                shape.max_positions as u32,
+                binding.start,
+            )
         }
     };
     let workgroup_size = gpu::workgroup_size(ctx);
-    let pipeline = ctx.pipeline(&gpu::key("learned", "main", workgroup_size, &[dtype]), || source(dtype))?;
+    let pipeline = ctx.pipeline(
+        &gpu::key("learned", "main", workgroup_size, &[dtype]),
+        || source(dtype),
+    )?;
     let placeholder = gpu::storage_empty(ctx, "learned no ids", 16, wgpu::BufferUsages::empty());
     let ids = binding.window(ctx, batch, seq_len, &placeholder)?;
 
     // Rows are split so that each dispatch binds a target window within the binding limit.
     let row_bytes = dim * size;
-    let rows_per_dispatch = gpu::rows_per_window(ctx, row_bytes, row_bytes);
-    if rows_per_dispatch == 0 {
-        return Err(gpu::row_too_large(ctx, "target", row_bytes));
-    }
-    for first_row in (0..rows as u64).step_by(rows_per_dispatch as usize) {
-        let end_row = (first_row + rows_per_dispatch).min(rows as u64);
+    let mut first_row = 0;
+    while first_row < rows as u64 {
+        let fitting = gpu::rows_fitting(
+            ctx,
+            (target.offset + first_row * dim) * size,
+            row_bytes,
+            row_bytes,
+        );
+        if fitting == 0 {
+            return Err(gpu::row_too_large(ctx, "target", row_bytes));
+        }
+        let end_row = (first_row + fitting).min(rows as u64);
         let first = target.offset + first_row * dim;
-        let window = gpu::window(ctx, "target", target.buffer, first, target.offset + end_row * dim, size)?;
+        let window = gpu::window(
+            ctx,
+            "target",
+            target.buffer,
+            first,
+            target.offset + end_row * dim,
+            size,
+        )?;
         let uniform = LearnedUniform {
             rows: (end_row - first_row) as u32,
             seq_len: seq_len as u32,
@@ -125,7 +186,15 @@ pub fn record(
         ];
         let bind_group = gpu::bind_group_at(ctx, &pipeline, "learned", resources);
         let invocations = (end_row - first_row) * dim;
-        gpu::record_dispatch(ctx, encoder, &pipeline, &bind_group, "learned", invocations.div_ceil(u64::from(workgroup_size)))?;
+        gpu::record_dispatch(
+            ctx,
+            encoder,
+            &pipeline,
+            &bind_group,
+            "learned",
+            invocations.div_ceil(u64::from(workgroup_size)),
+        )?;
+        first_row = end_row;
     }
     Ok(())
 }

@@ -27,7 +27,12 @@ struct SinusoidalUniform {
 
 /// The kernel with the angle helpers it calls and its tensor declarations.
 pub(crate) fn source(dtype: DType) -> String {
-    let tensors = [TensorBinding { name: "out", binding: 3, dtype, writable: true }];
+    let tensors = [TensorBinding {
+        name: "out",
+        binding: 3,
+        dtype,
+        writable: true,
+    }];
     [
         gpu::tensor_declarations(&tensors).as_str(),
         include_str!("../../shaders/angle.wgsl"),
@@ -67,21 +72,42 @@ pub fn record(
     }
 
     let workgroup_size = gpu::workgroup_size(ctx);
-    let pipeline = ctx.pipeline(&gpu::key("sinusoidal", "main", workgroup_size, &[target.dtype]), || source(target.dtype))?;
-    let turns = gpu::storage_init(ctx, "sinusoidal turns", bytemuck::cast_slice(&turns_table(&frequencies)), wgpu::BufferUsages::empty());
+    let pipeline = ctx.pipeline(
+        &gpu::key("sinusoidal", "main", workgroup_size, &[target.dtype]),
+        || source(target.dtype),
+    )?;
+    let turns = gpu::storage_init(
+        ctx,
+        "sinusoidal turns",
+        bytemuck::cast_slice(&turns_table(&frequencies)),
+        wgpu::BufferUsages::empty(),
+    );
     let placeholder = gpu::storage_empty(ctx, "sinusoidal no ids", 16, wgpu::BufferUsages::empty());
     let ids = binding.window(ctx, batch, seq_len, &placeholder)?;
 
     // Rows are split so that each dispatch binds a window within the binding limit.
     let row_bytes = encoding.dim as u64 * size;
-    let rows_per_dispatch = gpu::rows_per_window(ctx, row_bytes, row_bytes);
-    if rows_per_dispatch == 0 {
-        return Err(gpu::row_too_large(ctx, "target", row_bytes));
-    }
     let dim = encoding.dim as u64;
-    for first_row in (0..rows as u64).step_by(rows_per_dispatch as usize) {
-        let end_row = (first_row + rows_per_dispatch).min(rows as u64);
-        let window = gpu::window(ctx, "target", target.buffer, target.offset + first_row * dim, target.offset + end_row * dim, size)?;
+    let mut first_row = 0;
+    while first_row < rows as u64 {
+        let fitting = gpu::rows_fitting(
+            ctx,
+            (target.offset + first_row * dim) * size,
+            row_bytes,
+            row_bytes,
+        );
+        if fitting == 0 {
+            return Err(gpu::row_too_large(ctx, "target", row_bytes));
+        }
+        let end_row = (first_row + fitting).min(rows as u64);
+        let window = gpu::window(
+            ctx,
+            "target",
+            target.buffer,
+            target.offset + first_row * dim,
+            target.offset + end_row * dim,
+            size,
+        )?;
         let uniform = SinusoidalUniform {
             rows: (end_row - first_row) as u32,
             seq_len: seq_len as u32,
@@ -108,7 +134,15 @@ pub fn record(
         ];
         let bind_group = gpu::bind_group_at(ctx, &pipeline, "sinusoidal", resources);
         let invocations = (end_row - first_row) * dim / 2;
-        gpu::record_dispatch(ctx, encoder, &pipeline, &bind_group, "sinusoidal", invocations.div_ceil(u64::from(workgroup_size)))?;
+        gpu::record_dispatch(
+            ctx,
+            encoder,
+            &pipeline,
+            &bind_group,
+            "sinusoidal",
+            invocations.div_ceil(u64::from(workgroup_size)),
+        )?;
+        first_row = end_row;
     }
     Ok(())
 }

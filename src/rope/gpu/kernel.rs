@@ -308,10 +308,6 @@ pub(super) fn record_kernel(
             ))
         }
     };
-    gpu::check_binding(ctx, "q", call.q.view.buffer.size())?;
-    if let Some(k) = k_buffer {
-        gpu::check_binding(ctx, "k", k.size())?;
-    }
     let ids = call.positions.buffer();
     let has_limit = ids.is_some() && call.position_limit.is_some();
     if has_limit && call.status.is_none() {
@@ -332,6 +328,64 @@ pub(super) fn record_kernel(
         ));
     }
 
+    // Each tensor is bound through a window; when a window would pass the binding limit the
+    // call is split into smaller ones over sequences, tokens and finally heads.
+    let size = dtype.size();
+    let q_extent = view_extent(&call.q, shape, shape.num_heads)?;
+    let k_extent = match &call.k {
+        Some(k) if shape.num_kv_heads > 0 => view_extent(k, shape, shape.num_kv_heads)?,
+        _ => 0,
+    };
+    let usable = gpu::rows_per_window(ctx, 1, 1);
+    if (q_extent.max(k_extent) as u64) * size > usable {
+        return record_split(ctx, encoder, config, frequencies, call, size);
+    }
+    let q_window = gpu::window(
+        ctx,
+        "q",
+        call.q.view.buffer,
+        call.q.view.offset,
+        call.q.view.offset + q_extent as u64,
+        size,
+    )?;
+    let k_window = match (&call.k, k_buffer) {
+        (Some(k), Some(buffer)) => Some(gpu::window(
+            ctx,
+            "k",
+            buffer,
+            k.view.offset,
+            k.view.offset + k_extent as u64,
+            size,
+        )?),
+        _ => None,
+    };
+    let placeholder = gpu::storage_empty(ctx, "rope no ids", 16, wgpu::BufferUsages::empty());
+    let ids_window = match call.positions {
+        PositionSource::Ids {
+            buffer,
+            offset,
+            strides,
+            axes,
+        } => {
+            let last = ids_extent(shape, strides, axes);
+            Some(gpu::window(
+                ctx,
+                "positions",
+                buffer,
+                u64::from(offset),
+                u64::from(offset) + last,
+                4,
+            )?)
+        }
+        PositionSource::Arithmetic { .. } => None,
+    };
+    let base = base_uniform(
+        config,
+        frequencies,
+        &call.positions,
+        call.axis_starts,
+        call.direction,
+    );
     let uniform = RopeUniform {
         tokens: tokens as u32,
         seq_len: shape.seq_len as u32,
@@ -339,29 +393,24 @@ pub(super) fn record_kernel(
         k_heads: shape.num_kv_heads as u32,
         position_limit: call.position_limit.unwrap_or(u32::MAX),
         has_limit: u32::from(has_limit),
-        q_offset,
+        q_offset: q_window.local(u64::from(q_offset)),
         q_batch_stride: q_strides[0],
         q_seq_stride: q_strides[1],
         q_head_stride: q_strides[2],
-        k_offset,
+        k_offset: k_window.map_or(0, |w| w.local(u64::from(k_offset))),
         k_batch_stride: k_strides[0],
         k_seq_stride: k_strides[1],
         k_head_stride: k_strides[2],
-        ..base_uniform(
-            config,
-            frequencies,
-            &call.positions,
-            call.axis_starts,
-            call.direction,
-        )
+        ids_offset: ids_window.map_or(0, |w| w.local(u64::from(base.ids_offset))),
+        ..base
     };
-    let key = gpu::key("rope", "apply", gpu::WORKGROUP_SIZE, &[dtype]);
+    let workgroup_size = gpu::workgroup_size(ctx);
+    let key = gpu::key("rope", "apply", workgroup_size, &[dtype]);
     let pipeline = ctx.pipeline(&key, || source(dtype))?;
     let uniform = gpu::uniform(ctx, "rope params", &uniform);
     let turns = turns_buffer(ctx, frequencies);
     // A buffer bound read-write may not be bound again in the same dispatch, so the unused
     // id and K bindings get one placeholder each.
-    let ids_placeholder = gpu::storage_empty(ctx, "rope no ids", 16, wgpu::BufferUsages::empty());
     let k_placeholder = gpu::storage_empty(ctx, "rope no k", 16, wgpu::BufferUsages::empty());
     let own_status;
     let status = match call.status {
@@ -372,19 +421,21 @@ pub(super) fn record_kernel(
             &own_status
         }
     };
-    let bind_group = gpu::bind_group(
-        ctx,
-        &pipeline,
-        "rope apply",
-        &[
-            &uniform,
-            &turns,
-            ids.unwrap_or(&ids_placeholder),
-            call.q.view.buffer,
-            k_buffer.unwrap_or(&k_placeholder),
-            status,
-        ],
-    );
+    let resources = vec![
+        (0, uniform.as_entire_binding()),
+        (1, turns.as_entire_binding()),
+        (
+            2,
+            ids_window.map_or_else(|| placeholder.as_entire_binding(), |w| w.resource()),
+        ),
+        (3, q_window.resource()),
+        (
+            4,
+            k_window.map_or_else(|| k_placeholder.as_entire_binding(), |w| w.resource()),
+        ),
+        (5, status.as_entire_binding()),
+    ];
+    let bind_group = gpu::bind_group_at(ctx, &pipeline, "rope apply", resources);
     gpu::record_dispatch(
         ctx,
         encoder,
@@ -393,6 +444,176 @@ pub(super) fn record_kernel(
         "rope apply",
         tokens as u64,
     )
+}
+
+/// Elements from a heads view's first element to one past its last.
+fn view_extent(view: &HeadsView<'_>, shape: &QkShape, heads: usize) -> Result<usize> {
+    let strides = view
+        .strides
+        .unwrap_or_else(|| shape.layout.strides(shape.seq_len, heads, shape.head_dim));
+    Ok(heads_extent(
+        "view",
+        [shape.batch, shape.seq_len, heads],
+        strides,
+        shape.head_dim,
+    )?
+    .unwrap_or(0))
+}
+
+/// Elements of the id buffer the call reads, from its offset.
+fn ids_extent(shape: &QkShape, strides: IdStrides, axes: u32) -> u64 {
+    let last_token = (shape.batch.max(1) - 1) as u64 * u64::from(strides.batch)
+        + (shape.seq_len.max(1) - 1) as u64 * u64::from(strides.token);
+    last_token + (u64::from(axes) - 1) * u64::from(strides.axis) + 1
+}
+
+/// The same call restricted to sequence `b`, tokens `tokens` and, for Q-only calls, query
+/// heads `heads`, with explicit strides so the sub-views keep the original layout.
+fn sub_call<'a>(
+    call: &KernelCall<'a>,
+    b: usize,
+    tokens: std::ops::Range<usize>,
+    heads: std::ops::Range<usize>,
+) -> KernelCall<'a> {
+    let shape = call.shape;
+    let shift = |view: HeadsView<'a>, heads_total: usize, first_head: usize| {
+        let strides = view.strides.unwrap_or_else(|| {
+            shape
+                .layout
+                .strides(shape.seq_len, heads_total, shape.head_dim)
+        });
+        let offset = view.view.offset
+            + (b * strides[0] + tokens.start * strides[1] + first_head * strides[2]) as u64;
+        HeadsView {
+            view: crate::tensor::TensorView {
+                offset,
+                ..view.view
+            },
+            strides: Some(strides),
+        }
+    };
+    let positions = match call.positions {
+        PositionSource::Arithmetic { start, step } => PositionSource::Arithmetic {
+            start: start.wrapping_add(tokens.start as u32 * step),
+            step,
+        },
+        PositionSource::Ids {
+            buffer,
+            offset,
+            strides,
+            axes,
+        } => PositionSource::Ids {
+            buffer,
+            offset: offset + b as u32 * strides.batch + tokens.start as u32 * strides.token,
+            strides,
+            axes,
+        },
+    };
+    KernelCall {
+        shape: QkShape {
+            batch: 1,
+            seq_len: tokens.len(),
+            num_heads: heads.len(),
+            ..shape
+        },
+        positions,
+        q: shift(call.q, shape.num_heads, heads.start),
+        k: call.k.map(|k| shift(k, shape.num_kv_heads, 0)),
+        ..*call
+    }
+}
+
+/// Records a call whose tensors do not fit one binding as several smaller calls: token
+/// ranges of each sequence, or for a single token that does not fit, Q and K separately in
+/// ranges of heads.
+fn record_split(
+    ctx: &GpuContext,
+    encoder: &mut wgpu::CommandEncoder,
+    config: &RopeConfig,
+    frequencies: &RopeFrequencies,
+    call: &KernelCall<'_>,
+    size: u64,
+) -> Result<()> {
+    let shape = call.shape;
+    if shape.num_kv_heads > 0 {
+        if let Some(k) = call.k {
+            // Q and K separately first: each then only needs its own window to fit.
+            let q_only = KernelCall {
+                k: None,
+                shape: QkShape {
+                    num_kv_heads: 0,
+                    ..shape
+                },
+                ..*call
+            };
+            let k_only = KernelCall {
+                q: k,
+                k: None,
+                shape: QkShape {
+                    num_heads: shape.num_kv_heads,
+                    num_kv_heads: 0,
+                    ..shape
+                },
+                ..*call
+            };
+            record_kernel(ctx, encoder, config, frequencies, &q_only)?;
+            return record_kernel(ctx, encoder, config, frequencies, &k_only);
+        }
+    }
+    let strides = call.q.strides.unwrap_or_else(|| {
+        shape
+            .layout
+            .strides(shape.seq_len, shape.num_heads, shape.head_dim)
+    });
+    let usable = (gpu::rows_per_window(ctx, 1, 1)) / size;
+    let one_token = view_extent(
+        &call.q,
+        &QkShape {
+            batch: 1,
+            seq_len: 1,
+            ..shape
+        },
+        shape.num_heads,
+    )? as u64;
+    if one_token <= usable {
+        // Tokens per call: (T - 1) * seq_stride + one_token <= usable.
+        let per_call = ((usable - one_token) / (strides[1] as u64).max(1) + 1)
+            .min(shape.seq_len as u64) as usize;
+        for b in 0..shape.batch {
+            for first in (0..shape.seq_len).step_by(per_call) {
+                let tokens = first..(first + per_call).min(shape.seq_len);
+                record_kernel(
+                    ctx,
+                    encoder,
+                    config,
+                    frequencies,
+                    &sub_call(call, b, tokens, 0..shape.num_heads),
+                )?;
+            }
+        }
+        return Ok(());
+    }
+    let head_bytes = shape.head_dim as u64 * size;
+    if (shape.head_dim as u64) > usable {
+        return Err(gpu::row_too_large(ctx, "head", head_bytes));
+    }
+    // Heads per call for one token: (H - 1) * head_stride + head_dim <= usable.
+    let per_call = ((usable - shape.head_dim as u64) / (strides[2] as u64).max(1) + 1) as usize;
+    for b in 0..shape.batch {
+        for t in 0..shape.seq_len {
+            for first in (0..shape.num_heads).step_by(per_call) {
+                let heads = first..(first + per_call).min(shape.num_heads);
+                record_kernel(
+                    ctx,
+                    encoder,
+                    config,
+                    frequencies,
+                    &sub_call(call, b, t..t + 1, heads),
+                )?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Records the `tables` entry point for one-axis positions into `encoder`, writing
@@ -412,7 +633,8 @@ pub(super) fn record_tables(
         seq_len: seq_len as u32,
         ..base_uniform(config, frequencies, positions, [half, half], 1.0)
     };
-    let key = gpu::key("rope", "tables", gpu::WORKGROUP_SIZE, &[DType::F32]);
+    let workgroup_size = gpu::workgroup_size(ctx);
+    let key = gpu::key("rope", "tables", workgroup_size, &[DType::F32]);
     let pipeline = ctx.pipeline(&key, || source(DType::F32))?;
     let uniform = gpu::uniform(ctx, "rope tables params", &uniform);
     let turns = turns_buffer(ctx, frequencies);
@@ -429,7 +651,7 @@ pub(super) fn record_tables(
             sin,
         ],
     );
-    let workgroups = (seq_len * half).div_ceil(gpu::WORKGROUP_SIZE as usize) as u64;
+    let workgroups = (seq_len * half).div_ceil(workgroup_size as usize) as u64;
     gpu::record_dispatch(
         ctx,
         encoder,
