@@ -1,0 +1,117 @@
+//! Binding windows: the part of a buffer a dispatch binds, within the device's limits.
+
+use crate::context::GpuContext;
+use crate::error::{Error, Result};
+
+/// A byte range of a buffer to bind, starting at an offset the device accepts. Kernels
+/// index elements relative to `first`, the element at the start of the range.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Window<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub offset: u64,
+    pub size: u64,
+    pub first: u64,
+}
+
+impl<'a> Window<'a> {
+    pub(crate) fn resource(&self) -> wgpu::BindingResource<'a> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: self.buffer,
+            offset: self.offset,
+            size: std::num::NonZeroU64::new(self.size),
+        })
+    }
+
+    /// The index of absolute element `element` within the window, for the shader.
+    pub(crate) fn local(&self, element: u64) -> u32 {
+        (element - self.first) as u32
+    }
+}
+
+/// The binding window covering elements `start..end` of `buffer`: the start rounded down to
+/// the device's offset alignment, the end rounded up to 4 bytes.
+///
+/// # Errors
+/// [`Error::Unsupported`] when the window exceeds `max_storage_buffer_binding_size`; callers
+/// split their work so that this only happens when a single row cannot fit.
+pub(crate) fn window<'a>(
+    ctx: &GpuContext,
+    name: &'static str,
+    buffer: &'a wgpu::Buffer,
+    start: u64,
+    end: u64,
+    element_bytes: u64,
+) -> Result<Window<'a>> {
+    let limits = ctx.device().limits();
+    let alignment = u64::from(limits.min_storage_buffer_offset_alignment).max(4);
+    let offset = start * element_bytes / alignment * alignment;
+    let end_bytes = (end * element_bytes)
+        .next_multiple_of(4)
+        .min(buffer.size())
+        .max(offset + 4);
+    let size = end_bytes - offset;
+    let limit = limits.max_storage_buffer_binding_size;
+    if size > limit {
+        return Err(Error::Unsupported {
+            what: format!(
+                "binding {size} bytes of {name} (max_storage_buffer_binding_size is {limit})"
+            ),
+            hint:
+                "split the call into smaller tensors, or use a device with a larger binding limit"
+                    .into(),
+        });
+    }
+    Ok(Window {
+        buffer,
+        offset,
+        size,
+        first: offset / element_bytes,
+    })
+}
+
+/// How many consecutive rows of `row_bytes`, `stride_bytes` apart, fit in one binding window
+/// (0 when not even one does). With rows of 1 byte, it is the usable bytes of a window.
+pub(crate) fn rows_per_window(ctx: &GpuContext, stride_bytes: u64, row_bytes: u64) -> u64 {
+    let limits = ctx.device().limits();
+    let alignment = u64::from(limits.min_storage_buffer_offset_alignment).max(4);
+    // The window may start up to alignment - 1 bytes early and end up to 3 bytes late.
+    let usable = limits
+        .max_storage_buffer_binding_size
+        .saturating_sub(alignment + 3);
+    if usable < row_bytes {
+        return 0;
+    }
+    1 + (usable - row_bytes) / stride_bytes.max(1)
+}
+
+/// How many consecutive rows of `row_bytes`, `stride_bytes` apart, fit in one binding window
+/// that must start at byte `start` (0 when not even one does).
+pub(crate) fn rows_fitting(ctx: &GpuContext, start: u64, stride_bytes: u64, row_bytes: u64) -> u64 {
+    let limits = ctx.device().limits();
+    let alignment = u64::from(limits.min_storage_buffer_offset_alignment).max(4);
+    // The window starts at the aligned byte below `start`, and its end is rounded up to 4.
+    let lead = start % alignment;
+    let tail = if (start + row_bytes).is_multiple_of(4) && stride_bytes.is_multiple_of(4) {
+        0
+    } else {
+        3
+    };
+    let usable = limits
+        .max_storage_buffer_binding_size
+        .saturating_sub(lead + tail);
+    if usable < row_bytes {
+        return 0;
+    }
+    1 + (usable - row_bytes) / stride_bytes.max(1)
+}
+
+/// The error for a row that does not fit in one binding window.
+pub(crate) fn row_too_large(ctx: &GpuContext, name: &'static str, row_bytes: u64) -> Error {
+    Error::Unsupported {
+        what: format!(
+            "a single {name} row of {row_bytes} bytes in one binding (max_storage_buffer_binding_size is {})",
+            ctx.device().limits().max_storage_buffer_binding_size
+        ),
+        hint: "use a device with a larger binding limit".into(),
+    }
+}
