@@ -55,4 +55,8 @@ pub use error::{Error, Result};
 pub use gpu::{shader_sources, StatusBuffer};
 pub use tensor::{DType, Element, GpuPositions, Layout, Positions, TensorView};
 /// The wgpu this crate is built against; use it to create devices and buffers for posenc.
+///
+/// Version policy: posenc 0.x depends on one wgpu major version (30 now) and re-exports it.
+/// Moving to a new wgpu major version changes posenc's public types, so it is released as
+/// a new minor version (0.x to 0.x+1), never as a patch.
 pub use wgpu;

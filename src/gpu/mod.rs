@@ -21,7 +21,7 @@ pub(crate) use window::{row_too_large, rows_fitting, rows_per_window, window, Wi
 /// type: `(name, source)`.
 ///
 /// WGSL has no generics, so each kernel reads and writes its tensors through `load_*` and
-/// `store_*` functions that [`tensor_declarations`] generates per storage type; kernels that
+/// `store_*` functions generated per storage type; kernels that
 /// need shared helpers (`angle.wgsl`, `attention_common.wgsl`) get them prepended.
 pub fn shader_sources() -> Vec<(String, String)> {
     let mut sources = Vec::new();
