@@ -147,7 +147,7 @@ fn llama3_rope(ctx: Option<&GpuContext>) -> posenc::Result<Row> {
     )
 }
 
-fn llama3_attention(ctx: Option<&GpuContext>) -> posenc::Result<Row> {
+fn llama3_attention(ctx: Option<&GpuContext>) -> posenc::Result<Vec<Row>> {
     let shape = AttentionShape::new(1, 32, 8, 512, 512, 128);
     let (q_len, kv_len, _) = shape.lens()?;
     let (q, k, v) = (random(3, q_len), random(4, kv_len), random(5, kv_len));
@@ -155,19 +155,41 @@ fn llama3_attention(ctx: Option<&GpuContext>) -> posenc::Result<Row> {
         causal: true,
         ..Default::default()
     };
-    let joined = |result: attention::AttentionOutput| {
+    // The fused kernel returns the output and the log-sum-exp of each row.
+    let output_and_lse = |result: attention::AttentionOutput| {
+        let mut all = result.out;
+        all.extend(result.lse);
+        all
+    };
+    let fused = run(
+        ctx,
+        "attention fused GQA",
+        "Llama-3-8B [1, 32/8, 512, 128]".into(),
+        tolerance::ATTENTION,
+        || attention::attention_cpu(&shape, &params, &q, &k, &v).map(output_and_lse),
+        |ctx| {
+            attention::fused::attention(ctx, &shape, &params, &q, &k, &v, None).map(output_and_lse)
+        },
+    )?;
+
+    // The materialising kernel, for inspection, on the first 128 tokens.
+    let small = AttentionShape::new(1, 32, 8, 128, 128, 128);
+    let (q_len, kv_len, _) = small.lens()?;
+    let (q, k, v) = (random(13, q_len), random(14, kv_len), random(15, kv_len));
+    let probs_and_output = |result: attention::AttentionOutput| {
         let mut all = result.probs;
         all.extend(result.out);
         all
     };
-    run(
+    let materialised = run(
         ctx,
-        "attention causal GQA",
-        "Llama-3-8B [1, 32/8, 512, 128]".into(),
+        "attention probabilities",
+        "Llama-3-8B [1, 32/8, 128, 128]".into(),
         tolerance::ATTENTION,
-        || attention::attention_cpu(&shape, &params, &q, &k, &v).map(joined),
-        |ctx| attention::gpu::attention(ctx, &shape, &params, &q, &k, &v).map(joined),
-    )
+        || attention::attention_cpu(&small, &params, &q, &k, &v).map(probs_and_output),
+        |ctx| attention::gpu::attention(ctx, &small, &params, &q, &k, &v).map(probs_and_output),
+    )?;
+    Ok(vec![fused, materialised])
 }
 
 fn bloom_alibi(ctx: Option<&GpuContext>) -> posenc::Result<Vec<Row>> {
@@ -192,11 +214,11 @@ fn bloom_alibi(ctx: Option<&GpuContext>) -> posenc::Result<Vec<Row>> {
     };
     let attention = run(
         ctx,
-        "attention causal ALiBi",
+        "attention fused ALiBi",
         "BLOOM-176B [1, 112, 128, 128]".into(),
         tolerance::ATTENTION,
         || attention::attention_cpu(&shape, &params, &q, &k, &v).map(|r| r.out),
-        |ctx| attention::gpu::attention(ctx, &shape, &params, &q, &k, &v).map(|r| r.out),
+        |ctx| attention::fused::attention(ctx, &shape, &params, &q, &k, &v, None).map(|r| r.out),
     )?;
     Ok(vec![bias, attention])
 }
@@ -298,7 +320,8 @@ fn main() -> ExitCode {
 
     let ctx = ctx.as_ref();
     let rows: posenc::Result<Vec<Row>> = (|| {
-        let mut rows = vec![llama3_rope(ctx)?, llama3_attention(ctx)?];
+        let mut rows = vec![llama3_rope(ctx)?];
+        rows.extend(llama3_attention(ctx)?);
         rows.extend(bloom_alibi(ctx)?);
         rows.push(gpt2_learned(ctx)?);
         rows.push(transformer_sinusoidal(ctx)?);
