@@ -8,23 +8,44 @@
 
 use std::f64::consts::TAU;
 
+/// 2π minus [`TAU`]: `TAU + TAU_LOW` is 2π to about 2^-107 relative.
+const TAU_LOW: f64 = 2.449_293_598_294_706_4e-16;
+
+/// 2^64, the scale of the fixed-point fraction.
+const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
+
 /// Converts a frequency in radians per position to `[high word, low word]` of the 64-bit
-/// fixed-point fraction `frac(w / 2pi)`.
+/// fixed-point fraction `frac(w / 2pi)`, rounded to nearest.
 ///
-/// The f64 quotient carries a relative error near 2^-53, so at position 2^24 the angle is
-/// off by about 2^-29 * w radians: far below f32 resolution.
+/// A plain f64 quotient `w / TAU` is off by up to 2^-53 of itself, which position 2^32
+/// turns into 5e-7 radians at `w = 1` (8 f32 ulps of a value near 1). So the quotient is
+/// formed as the double-double `q + q_low`: the division's remainder is exact with an FMA,
+/// and [`TAU_LOW`] corrects for 2π not being an f64. Every bit of the 64-bit fraction is
+/// then right, and the GPU angle stays within 2^-64 turns times the position.
 pub(crate) fn turns_fixed_point(frequency: f64) -> [u32; 2] {
-    let turns = (frequency / TAU).rem_euclid(1.0);
-    // Split into two 32-bit halves in f64 to keep all 53 significant bits.
-    let scaled_high = turns * 4_294_967_296.0;
-    let high = scaled_high.floor();
-    let low = ((scaled_high - high) * 4_294_967_296.0).round();
-    let (mut high, mut low) = (high as u64, low as u64);
-    if low >= 1 << 32 {
-        low -= 1 << 32;
-        high += 1;
-    }
-    [(high & 0xffff_ffff) as u32, low as u32]
+    let q = frequency / TAU;
+    let remainder = (-q).mul_add(TAU, frequency);
+    let q_low = (remainder - q * TAU_LOW) / TAU;
+
+    // frac(q), its scaling by 2^64 and the whole part of that (below 2^64) are exact. The
+    // rest and q_low are rounded together to the nearest 2^-64 turn.
+    let scaled = (q - q.floor()) * TWO_POW_64;
+    let whole = scaled.floor();
+    let rest = (scaled - whole) + q_low * TWO_POW_64;
+    let fixed = (whole as i128 + rest.round() as i128).rem_euclid(1 << 64) as u64;
+    [(fixed >> 32) as u32, fixed as u32]
+}
+
+/// `(sin, cos)` of the exact product `position * frequency`, in f64.
+///
+/// The rounded f64 product is off by up to 2^-53 of itself, 5e-7 radians at position 2^32
+/// and frequency 1. Its rounding error `low` is exact with an FMA, and one first-order step
+/// `sin(a + low) = sin(a) + low cos(a)` adds it back (the next term is below 2^-40).
+pub(crate) fn sin_cos_of_product(position: f64, frequency: f64) -> (f64, f64) {
+    let angle = position * frequency;
+    let low = position.mul_add(frequency, -angle);
+    let (sin, cos) = angle.sin_cos();
+    (sin + low * cos, cos - low * sin)
 }
 
 /// Converts a list of frequencies for upload: `[high, low]` per frequency.
@@ -71,5 +92,31 @@ mod tests {
             high == u32::MAX || (high == 0 && low < 4096),
             "{high:#x} {low:#x}"
         );
+    }
+
+    #[test]
+    fn fixed_point_is_exact_at_the_largest_positions() {
+        // At p = 2^32 - 1 a 2^-53 error in w / 2pi would move the angle by up to 5e-7
+        // radians; the double-double quotient keeps it within the fixed point's last bit.
+        for &w in &[1.0, 0.794_328_234_724_281_5, 3.0, 7.0, 1e-4] {
+            let p = u32::MAX;
+            let got = reduce(p, turns_fixed_point(w)) * TAU;
+            // p * w exactly (double-double), reduced by 2pi in double-double.
+            let (hi, lo) = (f64::from(p) * w, f64::from(p).mul_add(w, -f64::from(p) * w));
+            let turns = (hi / TAU).floor();
+            let want = (-turns).mul_add(TAU, hi) - turns * TAU_LOW + lo;
+            let diff = (got - want.rem_euclid(TAU)).abs();
+            let wrapped = diff.min(TAU - diff);
+            assert!(wrapped < 4e-9, "w={w}: {got} vs {want}, off by {wrapped}");
+        }
+    }
+
+    #[test]
+    fn sin_cos_of_product_matches_reduced_angle() {
+        // sin(4294967277 * 0.7943282347242815) by a 300-bit evaluation (mpmath).
+        let (sin, cos) = sin_cos_of_product(4_294_967_277.0, 0.794_328_234_724_281_5);
+        let want_cos = -0.096_859_520_487_149_44;
+        assert!((cos - want_cos).abs() < 1e-12, "{cos} vs {want_cos}");
+        assert!((sin * sin + cos * cos - 1.0).abs() < 1e-12);
     }
 }

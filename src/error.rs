@@ -54,6 +54,16 @@ pub enum Error {
         capacity: u64,
     },
 
+    /// A caller's buffer cannot be used as the operation binds it: a usage flag is missing,
+    /// or a buffer that the kernel writes is also bound to another of its tensors.
+    #[error("invalid {name} buffer: {reason}")]
+    InvalidBuffer {
+        /// The name of the argument, e.g. `target` or `out`.
+        name: &'static str,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+
     /// A position id is at or past the end of a table or the range the frequencies were made for.
     #[error(
         "position {position} at token {index} is out of range: positions must be below {limit}"

@@ -35,6 +35,24 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Non-finite inputs
+//!
+//! NaN or infinity in Q, K, V, embeddings or a learned table changes only the outputs that
+//! read it. Those are the element itself for the sinusoidal and learned sums, the rotated
+//! pair (or the copied feature) for RoPE, and for attention the query rows that see that key
+//! or the row of that query. Every other output equals the one from finite inputs. Masks
+//! never turn finite inputs into NaN, including additive masks of -65504, -1e30, `f32::MIN`
+//! or -inf. ALiBi takes no tensor input. What the affected outputs contain differs by path:
+//!
+//! - CPU: f64 IEEE arithmetic, so NaN and infinities propagate. A NaN score makes its whole
+//!   attention row NaN, and a row whose every score is -inf counts as a row without visible
+//!   keys (zero output).
+//! - GPU: unspecified, because WGSL lets compilers assume finite math. Observed with Mesa
+//!   22.3 lavapipe (Vulkan) and llvmpipe (GL): the element-wise kernels propagate NaN and
+//!   infinities as IEEE would. In attention, affected rows get NaN probabilities, a NaN (or
+//!   -inf) log-sum-exp and a NaN output, except that lavapipe's materialising kernel
+//!   returned finite outputs next to the NaN probabilities.
 #![warn(missing_docs)]
 
 pub mod alibi;

@@ -413,3 +413,531 @@ fn gpu_views_past_their_buffer_are_rejected() {
         }
     ));
 }
+
+// The checks below complete the inventory: every `Error` that src/ constructs on a path a
+// caller can reach without a buffer of more than 2^32 elements has a test asserting its
+// variant and message.
+
+#[test]
+fn encodings_past_u32_indexing() {
+    let error = assert_error(
+        "sinusoidal dim",
+        Sinusoidal::new(1 << 32).validate(),
+        &["dim = 4294967296", "below 2^32"],
+    );
+    assert!(matches!(error, Error::InvalidShape { name: "dim", .. }));
+    let error = assert_error(
+        "learned table",
+        LearnedTable::new(1 << 31, 4).validate(0),
+        &["max_positions = 2147483648", "below 2^32"],
+    );
+    assert!(matches!(
+        error,
+        Error::InvalidShape {
+            name: "max_positions",
+            ..
+        }
+    ));
+}
+
+#[test]
+fn alibi_gpu_positions_past_i32() {
+    let Some(ctx) = common::gpu() else { return };
+    let alibi = Alibi::new(2);
+    let error = assert_error(
+        "q_offset",
+        posenc::alibi::gpu::bias::<f32>(ctx, &alibi, 1, 1, 1 << 40),
+        &["q_offset = 1099511627776", "i32"],
+    );
+    assert!(matches!(
+        error,
+        Error::InvalidShape {
+            name: "q_offset",
+            ..
+        }
+    ));
+    let error = assert_error(
+        "last query",
+        posenc::alibi::gpu::bias::<f32>(ctx, &alibi, 2, 1, i64::from(i32::MAX)),
+        &["kv_len", "below 2^31"],
+    );
+    assert!(matches!(error, Error::InvalidShape { name: "kv_len", .. }));
+}
+
+#[test]
+fn attention_invalid_masks_and_biases() {
+    use posenc::attention::{AdditiveMask, BoolMask, Segments};
+    let shape = AttentionShape::new(2, 4, 2, 3, 5, 8);
+    let plane = 15;
+    let additive = |value: f32| {
+        let mut values = vec![0.0; plane];
+        values[7] = value;
+        Some(AdditiveMask {
+            values,
+            batch: 1,
+            heads: 1,
+        })
+    };
+    let cases: Vec<(&str, AttentionParams, Vec<&str>)> = vec![
+        (
+            "additive NaN",
+            AttentionParams {
+                additive_mask: additive(f32::NAN),
+                ..Default::default()
+            },
+            vec!["additive_mask = NaN", "entry 7", "-inf"],
+        ),
+        (
+            "additive +inf",
+            AttentionParams {
+                additive_mask: additive(f32::INFINITY),
+                ..Default::default()
+            },
+            vec!["additive_mask = inf", "entry 7"],
+        ),
+        (
+            "sinks count",
+            AttentionParams {
+                sinks: Some(vec![0.0; 3]),
+                ..Default::default()
+            },
+            vec!["sinks has 3", "4"],
+        ),
+        (
+            "sink NaN",
+            AttentionParams {
+                sinks: Some(vec![0.0, f32::NAN, 0.0, 0.0]),
+                ..Default::default()
+            },
+            vec!["sinks = NaN", "finite"],
+        ),
+        (
+            "key_starts count",
+            AttentionParams {
+                key_starts: Some(vec![0; 3]),
+                ..Default::default()
+            },
+            vec!["key_starts has 3", "2"],
+        ),
+        (
+            "key_starts past kv",
+            AttentionParams {
+                key_starts: Some(vec![0, 6]),
+                ..Default::default()
+            },
+            vec!["key_starts = 6", "kv_len = 5"],
+        ),
+        (
+            "mask batch",
+            AttentionParams {
+                mask: Some(BoolMask {
+                    values: vec![true; 3 * plane],
+                    batch: 3,
+                    heads: 1,
+                }),
+                ..Default::default()
+            },
+            vec!["mask = 3", "batch dimension", "batch = 2"],
+        ),
+        (
+            "additive heads",
+            AttentionParams {
+                additive_mask: Some(AdditiveMask {
+                    values: vec![0.0; 2 * plane],
+                    batch: 1,
+                    heads: 2,
+                }),
+                ..Default::default()
+            },
+            vec!["additive_mask = 2", "head dimension", "num_heads = 4"],
+        ),
+        (
+            "segments q",
+            AttentionParams {
+                segments: Some(Segments {
+                    q: vec![0; 5],
+                    kv: vec![0; 10],
+                }),
+                ..Default::default()
+            },
+            vec!["segments.q has 5", "6"],
+        ),
+        (
+            "segments kv",
+            AttentionParams {
+                segments: Some(Segments {
+                    q: vec![0; 6],
+                    kv: vec![0; 9],
+                }),
+                ..Default::default()
+            },
+            vec!["segments.kv has 9", "10"],
+        ),
+        (
+            "q_offsets count",
+            AttentionParams {
+                q_offsets: Some(vec![0]),
+                ..Default::default()
+            },
+            vec!["q_offsets has 1", "2"],
+        ),
+        (
+            "q_offsets past 2^30",
+            AttentionParams {
+                q_offsets: Some(vec![0, -(1 << 31)]),
+                ..Default::default()
+            },
+            vec!["q_offset = -2147483648", "2^30"],
+        ),
+        (
+            "softcap NaN",
+            AttentionParams {
+                softcap: Some(f32::NAN),
+                ..Default::default()
+            },
+            vec!["softcap = NaN"],
+        ),
+        (
+            "softcap negative",
+            AttentionParams {
+                softcap: Some(-1.0),
+                ..Default::default()
+            },
+            vec!["softcap = -1", "greater than 0"],
+        ),
+        (
+            "scale infinite",
+            AttentionParams {
+                scale: Some(f32::INFINITY),
+                ..Default::default()
+            },
+            vec!["scale = inf", "finite"],
+        ),
+        (
+            "alibi max_bias",
+            AttentionParams {
+                alibi: Some(Alibi {
+                    max_bias: 0.0,
+                    ..Alibi::new(4)
+                }),
+                ..Default::default()
+            },
+            vec!["max_bias = 0"],
+        ),
+    ];
+    let (q, kv) = (vec![0.0; 192], vec![0.0; 160]);
+    for backend in backends() {
+        for (case, params, fragments) in &cases {
+            let result = backend.attention(&shape, params, &q, &kv, &kv);
+            assert_error(&format!("{} {case}", backend.name()), result, fragments);
+        }
+    }
+    let Some(ctx) = common::gpu() else { return };
+    for (case, params, fragments) in &cases {
+        let result = posenc::attention::fused::attention(ctx, &shape, params, &q, &kv, &kv, None);
+        assert_error(&format!("fused {case}"), result, fragments);
+    }
+}
+
+fn storage_buffer(ctx: &posenc::GpuContext, bytes: u64) -> wgpu::Buffer {
+    ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("storage"),
+        size: bytes,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    })
+}
+
+#[test]
+fn attention_record_invalid_views() {
+    use posenc::attention::gpu::AttentionBuffers;
+    use posenc::{DType, TensorView};
+    let Some(ctx) = common::gpu() else { return };
+    let shape = AttentionShape::new(1, 1, 1, 2, 3, 4);
+    let (q, k, v, out, lse, probs) = (
+        storage_buffer(ctx, 256),
+        storage_buffer(ctx, 256),
+        storage_buffer(ctx, 256),
+        storage_buffer(ctx, 256),
+        storage_buffer(ctx, 256),
+        storage_buffer(ctx, 256),
+    );
+    let base = AttentionBuffers {
+        q: TensorView::new(&q),
+        k: TensorView::new(&k),
+        v: TensorView::new(&v),
+        out: TensorView::new(&out),
+        lse: &lse,
+        probs: Some(TensorView::new(&probs)),
+    };
+    let params = AttentionParams::default();
+    let record = |buffers: &AttentionBuffers<'_>| {
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        posenc::attention::gpu::record(ctx, &mut encoder, &shape, &params, buffers)
+    };
+    let fused = |buffers: &AttentionBuffers<'_>, splits: Option<usize>| {
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        posenc::attention::fused::record(ctx, &mut encoder, &shape, &params, buffers, splits)
+    };
+
+    let error = assert_error(
+        "v offset",
+        record(&AttentionBuffers {
+            v: TensorView::at(&v, 4),
+            ..base
+        }),
+        &["v.offset = 4", "k.offset = 0"],
+    );
+    assert!(matches!(
+        error,
+        Error::InvalidShape {
+            name: "v.offset",
+            ..
+        }
+    ));
+    assert_error(
+        "out offset",
+        record(&AttentionBuffers {
+            out: TensorView::at(&out, 8),
+            ..base
+        }),
+        &["out.offset = 8", "q.offset = 0"],
+    );
+    assert_error(
+        "no probabilities",
+        record(&AttentionBuffers {
+            probs: None,
+            ..base
+        }),
+        &["probs", "probabilities view"],
+    );
+    let error = assert_error(
+        "mixed storage types",
+        record(&AttentionBuffers {
+            k: TensorView::new(&k).with_dtype(DType::Bf16),
+            ..base
+        }),
+        &["k is bf16 but q is f32", "one storage type"],
+    );
+    assert!(matches!(error, Error::InvalidShape { name: "k", .. }));
+    let error = assert_error(
+        "zero splits",
+        fused(&base, Some(0)),
+        &["num_splits = 0", "at least 1"],
+    );
+    assert!(matches!(
+        error,
+        Error::InvalidShape {
+            name: "num_splits",
+            ..
+        }
+    ));
+
+    // A batch of 2^32 empty sequences needs no memory but does not fit the kernel's u32.
+    let huge = AttentionShape {
+        batch: 1 << 32,
+        q_len: 0,
+        kv_len: 0,
+        ..shape
+    };
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    let result = posenc::attention::gpu::record(ctx, &mut encoder, &huge, &params, &base);
+    assert_error(
+        "batch past u32",
+        result,
+        &["batch = 4294967296", "below 2^32"],
+    );
+}
+
+#[test]
+fn gpu_positions_and_record_checks() {
+    use posenc::rope::gpu::{HeadsView, RopeDispatch};
+    use posenc::{GpuPositions, StatusBuffer, TensorView};
+    let Some(ctx) = common::gpu() else { return };
+    let buffer = storage_buffer(ctx, 1024);
+    let ids = storage_buffer(ctx, 64);
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+
+    // A start position range past u32.
+    let result = posenc::sinusoidal::gpu::record(
+        ctx,
+        &mut encoder,
+        &Sinusoidal::new(4),
+        GpuPositions::Start(u32::MAX),
+        1,
+        2,
+        TensorView::new(&buffer),
+        false,
+    );
+    let error = assert_error(
+        "start past u32",
+        result,
+        &["position 4294967296", "below 4294967296"],
+    );
+    assert!(matches!(error, Error::PositionOutOfRange { index: 1, .. }));
+
+    let config = RopeConfig::new(4);
+    let frequencies = config.frequencies(2).expect("config");
+    let shape = QkShape {
+        batch: 1,
+        seq_len: 2,
+        num_heads: 1,
+        num_kv_heads: 1,
+        head_dim: 4,
+        layout: Layout::Bshd,
+    };
+    let dispatch = RopeDispatch {
+        shape,
+        positions: GpuPositions::Start(0),
+        q: HeadsView::new(&buffer),
+        k: None,
+        position_limit: None,
+        status: None,
+        inverse: false,
+    };
+    let result = posenc::rope::gpu::record(ctx, &mut encoder, &config, &frequencies, &dispatch);
+    assert_error("rope without K", result, &["num_kv_heads = 1", "no K view"]);
+
+    let limited = RopeDispatch {
+        shape: QkShape {
+            num_kv_heads: 0,
+            ..shape
+        },
+        positions: GpuPositions::Buffer {
+            ids: TensorView::new(&ids),
+            per_sequence: false,
+        },
+        position_limit: Some(8),
+        ..dispatch
+    };
+    let result = posenc::rope::gpu::record(ctx, &mut encoder, &config, &frequencies, &limited);
+    assert_error("limit without status", result, &["status", "StatusBuffer"]);
+    let status = StatusBuffer::new(ctx);
+    let with_status = RopeDispatch {
+        status: Some(&status),
+        ..limited
+    };
+    posenc::rope::gpu::record(ctx, &mut encoder, &config, &frequencies, &with_status)
+        .expect("with status");
+
+    let overflowing = RopeDispatch {
+        shape: QkShape {
+            batch: 2,
+            num_kv_heads: 0,
+            ..shape
+        },
+        q: HeadsView {
+            view: TensorView::new(&buffer),
+            strides: Some([usize::MAX, 4, 4]),
+        },
+        ..dispatch
+    };
+    let result = posenc::rope::gpu::record(ctx, &mut encoder, &config, &frequencies, &overflowing);
+    assert_error("strides overflow", result, &["q", "strides overflow"]);
+}
+
+#[test]
+fn adapter_and_device_requests() {
+    use posenc::{AdapterRequest, GpuContext};
+    let error = assert_error(
+        "adapter name",
+        GpuContext::with_request(&AdapterRequest {
+            name: Some("no adapter has this name".into()),
+            ..Default::default()
+        }),
+        &["no adapter name contains", "no adapter has this name"],
+    );
+    assert!(matches!(error, Error::NoAdapter(_)));
+
+    let Some(ctx) = common::gpu() else { return };
+    // More bind groups than the adapter has: the device request fails.
+    let mut limits = ctx.device().limits();
+    limits.max_bind_groups += 1_000;
+    let error = assert_error(
+        "limits past the adapter",
+        GpuContext::with_request(&AdapterRequest {
+            limits: Some(limits),
+            ..Default::default()
+        }),
+        &["request_device"],
+    );
+    assert!(matches!(
+        error,
+        Error::Gpu {
+            during: "request_device",
+            ..
+        }
+    ));
+}
+
+#[test]
+fn bindings_past_device_limit_are_unsupported() {
+    use posenc::{AdapterRequest, GpuContext};
+    let Some(shared) = common::gpu() else { return };
+    let mut limits = shared.device().limits();
+    limits.max_storage_buffer_binding_size = 256;
+    let ctx = GpuContext::with_request(&AdapterRequest {
+        limits: Some(limits),
+        ..Default::default()
+    })
+    .expect("a context with a small binding limit");
+    // Rows are split across bindings, but one row of 128 floats (512 bytes) cannot be.
+    let result =
+        posenc::sinusoidal::gpu::table::<f32>(&ctx, &Sinusoidal::new(128), Positions::Start(0), 2);
+    let error = assert_error(
+        "row past the binding limit",
+        result,
+        &["512 bytes", "max_storage_buffer_binding_size is 256"],
+    );
+    assert!(matches!(error, Error::Unsupported { .. }));
+    // Rows within the limit are split across dispatches on the same context.
+    let table =
+        posenc::sinusoidal::gpu::table::<f32>(&ctx, &Sinusoidal::new(8), Positions::Start(0), 32)
+            .expect("split rows");
+    assert_eq!(table.len(), 256);
+
+    // Attention binds Q whole: 2 rows of 64 floats are 512 bytes.
+    let shape = AttentionShape::new(1, 1, 1, 2, 1, 64);
+    let result = posenc::attention::fused::attention(
+        &ctx,
+        &shape,
+        &AttentionParams::default(),
+        &[0.0f32; 128],
+        &[0.0f32; 64],
+        &[0.0f32; 64],
+        None,
+    );
+    let error = assert_error(
+        "attention q past the binding limit",
+        result,
+        &[
+            "binding 512 bytes of q",
+            "max_storage_buffer_binding_size is 256",
+        ],
+    );
+    assert!(matches!(error, Error::Unsupported { .. }));
+}
+
+#[test]
+fn read_with_wrong_type_is_error() {
+    let Some(ctx) = common::gpu() else { return };
+    let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("f32 values"),
+        size: 64,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let result = ctx.read::<half::bf16>(posenc::TensorView::new(&buffer), 4);
+    let error = assert_error(
+        "bf16 read of an f32 view",
+        result,
+        &["view holds f32 but bf16 was requested"],
+    );
+    assert!(matches!(error, Error::InvalidShape { name: "view", .. }));
+    let error = assert_error(
+        "read past the buffer",
+        ctx.read::<f32>(posenc::TensorView::at(&buffer, 10), 8),
+        &["view", "10..18", "16 elements"],
+    );
+    assert!(matches!(error, Error::BufferTooSmall { .. }));
+}

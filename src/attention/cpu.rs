@@ -65,6 +65,11 @@ pub fn attention_cpu(
         out: vec![0.0; q_total],
         lse: vec![NO_KEY_LSE; shape.batch * shape.num_heads * shape.q_len],
     };
+    if q_total == 0 {
+        // No query rows: the per-sequence tables of `resolved` are empty, and looping over
+        // a huge batch of empty sequences would only take time.
+        return Ok(output);
+    }
     for b in 0..shape.batch {
         for h in 0..shape.num_heads {
             for i in 0..shape.q_len {
@@ -76,6 +81,16 @@ pub fn attention_cpu(
 }
 
 type Inputs<'a> = (&'a [f32], &'a [f32], &'a [f32]);
+
+/// Returns the larger of `a` and `b`, or NaN when either is NaN. `f64::max` drops NaN, which would
+/// turn a row of NaN scores into a row without visible keys (zeros) instead of a NaN row.
+fn max_keeping_nan(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
+}
 
 /// Computes one query row into `output`.
 fn row(
@@ -120,7 +135,7 @@ fn row(
         .flatten()
         .chain(sink.iter())
         .copied()
-        .fold(f64::NEG_INFINITY, f64::max);
+        .fold(f64::NEG_INFINITY, max_keeping_nan);
     if max == f64::NEG_INFINITY {
         // No visible key and no sink: probabilities, output and lse keep their defaults.
         return;

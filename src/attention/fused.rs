@@ -102,7 +102,9 @@ pub fn default_splits(shape: &AttentionShape) -> usize {
 ///
 /// # Errors
 /// Invalid shape or params, views that do not fit their buffers or mix storage types, a
-/// zero `num_splits`, or bindings past the device limit.
+/// zero `num_splits`, or bindings past the device limit. [`Error::InvalidBuffer`] for a
+/// buffer without `STORAGE` usage, or for an output (out, lse) whose buffer is also bound
+/// as another tensor.
 pub fn record(
     ctx: &GpuContext,
     encoder: &mut wgpu::CommandEncoder,
@@ -113,10 +115,22 @@ pub fn record(
 ) -> Result<()> {
     if shape.head_dim > MAX_FUSED_HEAD_DIM || !device_fits(ctx) {
         let (_, _, probs_len) = shape.lens()?;
+        // Checked before the scratch buffer exists: a buffer past the device's limits is a
+        // wgpu error that goes to the device's error handler, not to the caller.
+        let bytes = (probs_len as u64).saturating_mul(4);
+        let max_buffer_size = ctx.device().limits().max_buffer_size;
+        if bytes > max_buffer_size {
+            return Err(Error::Unsupported {
+                what: format!(
+                    "a scratch probabilities buffer of {bytes} bytes (max_buffer_size is {max_buffer_size})"
+                ),
+                hint: "split the call into fewer query rows or keys".into(),
+            });
+        }
         let scratch = gpu::storage_empty(
             ctx,
             "attention scratch probs",
-            (probs_len * 4) as u64,
+            bytes,
             wgpu::BufferUsages::empty(),
         );
         let buffers = AttentionBuffers {

@@ -112,6 +112,13 @@ pub(crate) fn bind_views<'a>(
             ),
         ));
     }
+    let written = [("out", buffers.out.buffer), ("lse", buffers.lse)];
+    let read = [
+        ("q", buffers.q.buffer),
+        ("k", buffers.k.buffer),
+        ("v", buffers.v.buffer),
+    ];
+    gpu::check_not_shared(&written, &read)?;
     if buffers.out.offset != buffers.q.offset {
         return Err(Error::shape(
             "out.offset",
@@ -165,7 +172,8 @@ pub(crate) fn bind_views<'a>(
 /// # Errors
 /// Invalid shape or params, a missing probabilities view, views that do not fit their
 /// buffers or mix storage types, or a Q, K, V or output tensor (or one probabilities row)
-/// past the binding limit.
+/// past the binding limit. [`Error::InvalidBuffer`] for a buffer without `STORAGE` usage,
+/// or for an output (out, lse, probabilities) whose buffer is also bound as another tensor.
 pub fn record(
     ctx: &GpuContext,
     encoder: &mut wgpu::CommandEncoder,
@@ -193,6 +201,14 @@ pub fn record(
         probs_len as u64,
         probs_size,
     )?;
+    let bound = [
+        ("q", buffers.q.buffer),
+        ("k", buffers.k.buffer),
+        ("v", buffers.v.buffer),
+        ("out", buffers.out.buffer),
+        ("lse", buffers.lse),
+    ];
+    gpu::check_not_shared(&[("probs", probs.buffer)], &bound)?;
     let rows = (shape.batch * shape.num_heads * shape.q_len) as u64;
     if rows == 0 {
         return Ok(());

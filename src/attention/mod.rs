@@ -327,11 +327,22 @@ fn resolve_masks(shape: &AttentionShape, params: &AttentionParams) -> Result<()>
     Ok(())
 }
 
+/// The number of sequences that need per-sequence tables: `batch`, or 0 when there are no
+/// query rows. A call without query rows computes nothing, so a huge `batch` of empty
+/// sequences must not allocate one table entry per sequence.
+fn table_sequences(shape: &AttentionShape) -> usize {
+    if shape.num_heads == 0 || shape.q_len == 0 {
+        0
+    } else {
+        shape.batch
+    }
+}
+
 fn resolve_key_ranges(
     shape: &AttentionShape,
     params: &AttentionParams,
 ) -> Result<Vec<(usize, usize)>> {
-    let mut ranges = vec![(0, shape.kv_len); shape.batch];
+    let mut ranges = vec![(0, shape.kv_len); table_sequences(shape)];
     if let Some(lengths) = &params.key_lengths {
         check_len("key_lengths", lengths.len(), shape.batch)?;
         for (b, &length) in lengths.iter().enumerate() {
@@ -342,7 +353,9 @@ fn resolve_key_ranges(
                     format!("key_lengths[{b}] exceeds kv_len = {}", shape.kv_len),
                 ));
             }
-            ranges[b].1 = length;
+            if let Some(range) = ranges.get_mut(b) {
+                range.1 = length;
+            }
         }
     }
     if let Some(starts) = &params.key_starts {
@@ -355,7 +368,9 @@ fn resolve_key_ranges(
                     format!("key_starts[{b}] exceeds kv_len = {}", shape.kv_len),
                 ));
             }
-            ranges[b].0 = start;
+            if let Some(range) = ranges.get_mut(b) {
+                range.0 = start;
+            }
         }
     }
     Ok(ranges)
@@ -367,7 +382,10 @@ fn resolve_q_offsets(shape: &AttentionShape, params: &AttentionParams) -> Result
             check_len("q_offsets", offsets.len(), shape.batch)?;
             offsets.clone()
         }
-        None => vec![params.q_offset.unwrap_or_else(|| shape.default_q_offset()); shape.batch],
+        None => vec![
+            params.q_offset.unwrap_or_else(|| shape.default_q_offset());
+            table_sequences(shape)
+        ],
     };
     // The GPU forms positions and distances in i32.
     let limit = i64::from(i32::MAX) / 2;

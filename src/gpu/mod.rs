@@ -1,7 +1,5 @@
 //! Helpers shared by the kernel modules: shader sources, buffers, bind groups, dispatches.
 
-use wgpu::util::DeviceExt;
-
 use crate::context::{GpuContext, PipelineKey};
 use crate::error::{Error, Result};
 use crate::tensor::DType;
@@ -102,8 +100,64 @@ pub(crate) fn grid(ctx: &GpuContext, workgroups: u64) -> Result<(u32, u32)> {
     Ok((x as u32, y as u32))
 }
 
-/// Checks that a buffer holds `len` elements of `element_bytes` each from element `offset`.
+/// Checks that a buffer can be bound as storage and has room for `len` elements of
+/// `element_bytes` each from element `offset`.
 pub(crate) fn check_view(
+    name: &'static str,
+    buffer: &wgpu::Buffer,
+    offset: u64,
+    len: u64,
+    element_bytes: u64,
+) -> Result<()> {
+    check_usage(name, buffer, wgpu::BufferUsages::STORAGE, "STORAGE")?;
+    check_extent(name, buffer, offset, len, element_bytes)
+}
+
+/// Fails with [`Error::InvalidBuffer`] unless `buffer` was created with `usage`.
+///
+/// Without the check, binding or copying the buffer is a wgpu validation error that reaches
+/// the device's error handler, not the caller.
+pub(crate) fn check_usage(
+    name: &'static str,
+    buffer: &wgpu::Buffer,
+    usage: wgpu::BufferUsages,
+    usage_name: &str,
+) -> Result<()> {
+    if buffer.usage().contains(usage) {
+        return Ok(());
+    }
+    Err(Error::InvalidBuffer {
+        name,
+        reason: format!(
+            "it was created without {usage_name} usage; add wgpu::BufferUsages::{usage_name}"
+        ),
+    })
+}
+
+/// Fails with [`Error::InvalidBuffer`] when a buffer that a kernel writes is also bound to
+/// another of its bindings: WebGPU forbids a writable storage binding to share its buffer
+/// with any other binding of the same dispatch.
+pub(crate) fn check_not_shared(
+    written: &[(&'static str, &wgpu::Buffer)],
+    bound: &[(&'static str, &wgpu::Buffer)],
+) -> Result<()> {
+    for (index, &(name, buffer)) in written.iter().enumerate() {
+        let others = written[index + 1..].iter().chain(bound);
+        if let Some((other, _)) = others.into_iter().find(|(_, b)| *b == buffer) {
+            return Err(Error::InvalidBuffer {
+                name,
+                reason: format!(
+                    "the kernel writes {name} and also binds its buffer as {other}; use separate buffers"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks that a buffer has room for `len` elements of `element_bytes` each from element
+/// `offset`.
+pub(crate) fn check_extent(
     name: &'static str,
     buffer: &wgpu::Buffer,
     offset: u64,
@@ -142,20 +196,35 @@ pub(crate) fn storage_init(
     if data.len() < 16 {
         let mut padded = [0u8; 16];
         padded[..data.len()].copy_from_slice(data);
-        return ctx
-            .device()
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: &padded,
-                usage,
-            });
+        return buffer_init(ctx, label, &padded, usage);
     }
-    ctx.device()
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: data,
-            usage,
-        })
+    buffer_init(ctx, label, data, usage)
+}
+
+/// Creates a buffer holding `data` (rounded up to a multiple of 4 bytes).
+///
+/// `wgpu::util::DeviceExt::create_buffer_init` panics when the device is lost, because the
+/// mapping of a new buffer then fails. Here the failed mapping leaves the buffer invalid
+/// instead, and the error scope around the submit that uses it reports the error.
+fn buffer_init(
+    ctx: &GpuContext,
+    label: &str,
+    data: &[u8],
+    usage: wgpu::BufferUsages,
+) -> wgpu::Buffer {
+    let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: (data.len() as u64)
+            .next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT)
+            .max(wgpu::COPY_BUFFER_ALIGNMENT),
+        usage,
+        mapped_at_creation: true,
+    });
+    if let Ok(mut view) = buffer.get_mapped_range_mut(..) {
+        view.slice(..data.len()).copy_from_slice(data);
+    }
+    buffer.unmap();
+    buffer
 }
 
 /// Creates an uninitialised storage buffer of at least `bytes` (rounded up to 16).
@@ -175,12 +244,8 @@ pub(crate) fn storage_empty(
 
 /// Creates a uniform buffer from a `Pod` struct.
 pub(crate) fn uniform<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, value: &T) -> wgpu::Buffer {
-    ctx.device()
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytemuck::bytes_of(value),
-            usage: wgpu::BufferUsages::UNIFORM,
-        })
+    let usage = wgpu::BufferUsages::UNIFORM;
+    buffer_init(ctx, label, bytemuck::bytes_of(value), usage)
 }
 
 /// Creates a bind group for group 0 of `pipeline`, binding `buffers` to bindings 0, 1, ...

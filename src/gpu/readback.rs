@@ -1,6 +1,6 @@
 //! Copying results back to the host: blocking and asynchronous.
 
-use super::{check_view, submit_scoped};
+use super::{check_extent, check_usage, submit_scoped};
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::tensor::{Element, TensorView};
@@ -125,7 +125,13 @@ fn check_read<T: Element>(view: &TensorView<'_>, len: usize) -> Result<()> {
             ),
         ));
     }
-    check_view(
+    check_usage(
+        "view",
+        view.buffer,
+        wgpu::BufferUsages::COPY_SRC,
+        "COPY_SRC",
+    )?;
+    check_extent(
         "view",
         view.buffer,
         view.offset,
@@ -139,8 +145,8 @@ impl GpuContext {
     /// waiting for submitted work to finish.
     ///
     /// # Errors
-    /// [`Error::BufferTooSmall`] when the buffer holds fewer values, [`Error::Gpu`] when the
-    /// copy or the mapping fails.
+    /// [`Error::InvalidBuffer`] without `COPY_SRC` usage, [`Error::BufferTooSmall`] when the
+    /// buffer has fewer values, [`Error::Gpu`] when the copy or the mapping fails.
     pub fn read_f32(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
         self.read(TensorView::new(buffer), len)
     }
@@ -149,8 +155,9 @@ impl GpuContext {
     /// until submitted work and the mapping finish.
     ///
     /// # Errors
-    /// A view whose storage type is not `T` or that reaches past its buffer, and
-    /// [`Error::Gpu`] when the copy or the mapping fails.
+    /// A view whose storage type is not `T` or that reaches past its buffer,
+    /// [`Error::InvalidBuffer`] for a buffer without `COPY_SRC` usage, and [`Error::Gpu`]
+    /// when the copy or the mapping fails.
     pub fn read<T: Element>(&self, view: TensorView<'_>, len: usize) -> Result<Vec<T>> {
         check_read::<T>(&view, len)?;
         let bytes = read_range(

@@ -52,8 +52,9 @@ pub(crate) fn source(dtype: DType) -> String {
 /// `status`.
 ///
 /// # Errors
-/// Invalid shapes, buffers too small for them, a `Start` position range past the table, or
-/// a binding past the device limit.
+/// Invalid shapes, buffers too small for them, a buffer without `STORAGE` usage or a table
+/// or id buffer that is also the target ([`Error::InvalidBuffer`]), a `Start` position
+/// range past the table, or a binding past the device limit.
 #[allow(clippy::too_many_arguments)]
 pub fn record(
     ctx: &GpuContext,
@@ -90,6 +91,9 @@ pub fn record(
         Positions::Start(start).validate(batch, seq_len, shape.max_positions as u64)?;
     }
     let binding = gpu::position_binding(positions, batch, seq_len)?;
+    let mut bound = vec![("table", table.buffer)];
+    bound.extend(binding.buffer.map(|ids| ("positions", ids)));
+    gpu::check_not_shared(&[("target", target.buffer)], &bound)?;
     if elements == 0 {
         return Ok(());
     }

@@ -47,8 +47,9 @@ pub(crate) fn source(dtype: DType) -> String {
 /// Nothing is submitted; the caller submits `encoder`.
 ///
 /// # Errors
-/// Invalid parameters, a target or id buffer too small for the shape, or a tensor larger
-/// than the device's storage binding limit.
+/// Invalid parameters, a target or id buffer too small for the shape, a buffer without
+/// `STORAGE` usage or an id buffer that is also the target ([`crate::Error::InvalidBuffer`]),
+/// or a tensor larger than the device's storage binding limit.
 #[allow(clippy::too_many_arguments)]
 pub fn record(
     ctx: &GpuContext,
@@ -67,6 +68,9 @@ pub fn record(
     let size = target.dtype.size();
     gpu::check_view("target", target.buffer, target.offset, elements, size)?;
     let binding = gpu::position_binding(positions, batch, seq_len)?;
+    if let Some(ids) = binding.buffer {
+        gpu::check_not_shared(&[("target", target.buffer)], &[("positions", ids)])?;
+    }
     if elements == 0 {
         return Ok(());
     }

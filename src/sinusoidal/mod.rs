@@ -7,6 +7,7 @@
 
 pub mod gpu;
 
+use crate::angle::sin_cos_of_product;
 use crate::error::{check_len, checked_product, Error, Result};
 use crate::tensor::Positions;
 
@@ -178,7 +179,7 @@ pub fn add_cpu(
             let position = positions.get(b, t, seq_len) as f64;
             let row = &mut embeddings[(b * seq_len + t) * encoding.dim..][..encoding.dim];
             for (i, &w) in frequencies.iter().enumerate() {
-                let (sin, cos) = (position * w).sin_cos();
+                let (sin, cos) = sin_cos_of_product(position, w);
                 let (sin_col, cos_col) = encoding.columns(i);
                 row[sin_col] = (f64::from(row[sin_col]) + sin) as f32;
                 row[cos_col] = (f64::from(row[cos_col]) + cos) as f32;
