@@ -64,6 +64,8 @@ pub mod error;
 pub mod golden;
 mod gpu;
 pub mod learned;
+#[cfg(feature = "cli")]
+pub mod plot;
 pub mod rope;
 pub mod sinusoidal;
 pub mod tensor;

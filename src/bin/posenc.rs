@@ -1,11 +1,35 @@
-//! The posenc command-line tool: verify golden files and list GPU adapters.
+//! The posenc command-line tool: verify golden files, list GPU adapters and draw plots.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use posenc::golden::{self, Check, ComputePath, Verification};
+use posenc::plot::cli::PlotArgs;
+use posenc::plot::Backend;
 use posenc::GpuContext;
+
+/// Prints a line to stdout like `println!`, but exits quietly when stdout is a closed pipe
+/// (as in `posenc verify ... | head`), where `println!` would panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        write_stdout_line(format_args!($($arg)*))
+    };
+}
+
+/// Writes one line to stdout. A closed pipe ends the process with status 0, as the reader
+/// has stopped reading; any other write error ends it with status 1.
+fn write_stdout_line(line: std::fmt::Arguments<'_>) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = writeln!(stdout, "{line}") {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: failed to write to stdout: {error}");
+        std::process::exit(1);
+    }
+}
 
 /// Transformer positional encodings and masked attention on wgpu, with a CPU reference.
 #[derive(Parser)]
@@ -34,15 +58,80 @@ enum Command {
     },
     /// List every adapter wgpu finds, with its driver, limits and features.
     Info,
+    /// Draw an encoding, a RoPE scaling comparison, ALiBi biases or attention maps to a PNG
+    /// or SVG file.
+    ///
+    /// Data is computed on the default wgpu adapter, or on the CPU reference with --cpu or
+    /// when no adapter is found (with a note on stderr).
+    Plot(PlotArgs),
 }
 
 fn main() -> ExitCode {
     env_logger::init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return argument_error(&error),
+    };
     match cli.command {
         Command::Verify { paths, cpu_only } => verify(&paths, cpu_only),
         Command::Info => info(),
+        Command::Plot(args) => plot(&args),
     }
+}
+
+/// Prints help or the version, or an argument error on stderr as one line, and returns
+/// clap's exit status (0 for help and the version, 2 for an error).
+fn argument_error(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+
+    let status = ExitCode::from(error.exit_code() as u8);
+    // Help and version text, and the help printed for a missing subcommand, keep their lines.
+    let whole = matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if whole {
+        // A closed pipe (`posenc --help | head`) loses the rest of the text, which is fine.
+        let _ = error.print();
+    } else {
+        eprintln!("{}", one_line(error));
+    }
+    status
+}
+
+/// Joins clap's message into one line, without the usage block.
+fn one_line(error: &clap::Error) -> String {
+    use clap::error::ErrorKind;
+
+    let rendered = error.render().to_string();
+    let mut parts: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with("Usage:"))
+        .collect();
+
+    // A bad value's message already states what is expected, so the pointer to --help goes.
+    let value_error = matches!(
+        error.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    );
+    if value_error && parts.len() > 1 {
+        parts.retain(|line| !line.starts_with("For more information"));
+    }
+    let mut line = String::new();
+    for part in parts {
+        if !line.is_empty() {
+            // Each of clap's lines is a sentence or a list item; keep them apart.
+            if !line.ends_with(['.', ':', ';', ',']) {
+                line.push('.');
+            }
+            line.push(' ');
+        }
+        line.push_str(part);
+    }
+    line
 }
 
 /// File counts by outcome.
@@ -63,7 +152,7 @@ fn verify(paths: &[PathBuf], cpu_only: bool) -> ExitCode {
         }
     };
     let (ctx, gpu_missing) = if cpu_only {
-        println!("GPU not checked: --cpu-only was given");
+        outln!("GPU not checked: --cpu-only was given");
         (None, true)
     } else {
         gpu_context()
@@ -74,7 +163,7 @@ fn verify(paths: &[PathBuf], cpu_only: bool) -> ExitCode {
         verify_file(file, ctx.as_ref(), &mut summary);
     }
     let noun = if files.len() == 1 { "file" } else { "files" };
-    println!(
+    outln!(
         "{} {noun}: {} passed, {} failed, {} unsupported, {} invalid",
         files.len(),
         summary.passed,
@@ -99,11 +188,11 @@ fn verify(paths: &[PathBuf], cpu_only: bool) -> ExitCode {
 fn gpu_context() -> (Option<GpuContext>, bool) {
     match GpuContext::new_headless() {
         Ok(ctx) => {
-            println!("GPU: {}", ctx.describe());
+            outln!("GPU: {}", ctx.describe());
             (Some(ctx), false)
         }
         Err(error) => {
-            println!("GPU not checked: {error}");
+            outln!("GPU not checked: {error}");
             (None, true)
         }
     }
@@ -147,7 +236,7 @@ fn verify_file(path: &Path, ctx: Option<&GpuContext>, summary: &mut Summary) {
                 let of_path: Vec<&Check> =
                     checks.iter().filter(|c| c.path == compute_path).collect();
                 if !of_path.is_empty() {
-                    println!("{}", path_line(&name, compute_path, &of_path));
+                    outln!("{}", path_line(&name, compute_path, &of_path));
                 }
             }
             if checks.iter().all(|check| check.passed) {
@@ -157,11 +246,11 @@ fn verify_file(path: &Path, ctx: Option<&GpuContext>, summary: &mut Summary) {
             }
         }
         Ok(Verification::Unsupported { reason }) => {
-            println!("{name}  UNSUPPORTED: {reason}");
+            outln!("{name}  UNSUPPORTED: {reason}");
             summary.unsupported += 1;
         }
         Err(error) => {
-            println!("{name}  INVALID: {error}");
+            outln!("{name}  INVALID: {error}");
             summary.invalid += 1;
         }
     }
@@ -204,7 +293,7 @@ fn info() -> ExitCode {
         print_adapter(adapter, default.as_ref());
     }
     if default.is_none() {
-        println!("no default adapter: GpuContext::new_headless found none of these usable");
+        outln!("no default adapter: GpuContext::new_headless found none of these usable");
     }
     ExitCode::SUCCESS
 }
@@ -219,34 +308,71 @@ fn print_adapter(adapter: &wgpu::Adapter, default: Option<&wgpu::AdapterInfo>) {
         ""
     };
 
-    println!("{}{marker}", info.name);
-    println!("  backend: {:?}", info.backend);
-    println!("  device type: {:?}", info.device_type);
+    outln!("{}{marker}", info.name);
+    outln!("  backend: {:?}", info.backend);
+    outln!("  device type: {:?}", info.device_type);
     let driver = [info.driver.as_str(), info.driver_info.as_str()]
         .into_iter()
         .filter(|part| !part.is_empty())
         .collect::<Vec<_>>()
         .join(" ");
-    println!("  driver: {driver}");
+    outln!("  driver: {driver}");
 
-    println!(
+    outln!(
         "  max_storage_buffer_binding_size: {} bytes",
         limits.max_storage_buffer_binding_size
     );
-    println!(
+    outln!(
         "  max_compute_workgroups_per_dimension: {}",
         limits.max_compute_workgroups_per_dimension
     );
-    println!(
+    outln!(
         "  max_compute_invocations_per_workgroup: {}",
         limits.max_compute_invocations_per_workgroup
     );
-    println!(
+    outln!(
         "  SHADER_F16: {}",
         features.contains(wgpu::Features::SHADER_F16)
     );
-    println!(
+    outln!(
         "  TIMESTAMP_QUERY: {}",
         features.contains(wgpu::Features::TIMESTAMP_QUERY)
     );
+}
+
+fn plot(args: &PlotArgs) -> ExitCode {
+    // Options and config files are checked before a GPU device is created.
+    let job = match args.job() {
+        Ok(job) => job,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ctx = if job.cpu {
+        None
+    } else {
+        match GpuContext::new_headless() {
+            Ok(ctx) => Some(ctx),
+            Err(error) => {
+                eprintln!("note: {error}; computing on the CPU reference instead");
+                None
+            }
+        }
+    };
+    let backend = ctx.as_ref().map_or(Backend::Cpu, Backend::Gpu);
+    match job.run(backend) {
+        Ok(()) => {
+            outln!(
+                "wrote {} (computed on {})",
+                job.out.display(),
+                backend.describe()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
