@@ -1,13 +1,13 @@
 // Rotary position embedding applied in place to Q and K, and the cos/sin tables.
 //
-// `apply`: one workgroup per token (batch b, index t). Its invocations first compute
-// attention_factor * (cos, sin) of every rotated pair for the token's position into
-// workgroup memory (exact angles, see angle.wgsl), then rotate that token's pairs in every
-// Q and K head, so each angle is computed once per token instead of once per head.
+// `apply` is two passes: `angles` computes attention_factor * (cos, sin) of every rotated
+// pair of every token into a small table (exact angles, see angle.wgsl), so each angle is
+// computed once per token instead of once per head; `rotate` then rotates every pair of
+// every Q and K head element-wise, with no barrier, reading the table.
 // `tables`: one invocation per (token, pair) writes cos and sin in transformers' arrangement.
 // Requires angle.wgsl, prepended by the host.
 //
-// The same `apply` serves every RoPE variant of the host:
+// The same two passes serve every RoPE variant of the host:
 // - plain RoPE: one position per token (`axes` = 1);
 // - multi-axis RoPE (M-RoPE, axial 2-D): up to three position ids per token, and pair i
 //   takes its angle from axis 0, 1 or 2 according to `axis1_start` and `axis2_start`;
@@ -19,8 +19,6 @@
 
 override WORKGROUP_SIZE: u32 = 64u;
 
-// Pairs whose (cos, sin) fit in workgroup memory; wider heads compute per element.
-const CACHED_PAIRS: u32 = 256u;
 
 // Mirrors `RopeUniform` in src/rope/gpu/kernel.rs.
 struct Params {
@@ -69,7 +67,8 @@ struct Params {
 // status[0] counts tokens whose position is out of range; incremented atomically.
 @group(0) @binding(5) var<storage, read_write> status: array<atomic<u32>>;
 
-var<workgroup> cached: array<vec2<f32>, CACHED_PAIRS>;
+// `angles` writes, `rotate` reads: scaled (cos, sin) per [token, pair].
+@group(0) @binding(6) var<storage, read_write> angle_table: array<vec2<f32>>;
 
 fn axis_position(token_index: u32, axis: u32) -> u32 {
     let batch = token_index / params.seq_len;
@@ -119,61 +118,115 @@ fn rotate(x: vec2<f32>, cs: vec2<f32>) -> vec2<f32> {
     return vec2<f32>(x.x * cs.x - x.y * cs.y, x.y * cs.x + x.x * cs.y);
 }
 
+// Whether any position of the token is at or past the limit.
+fn out_of_range(positions: vec3<u32>) -> bool {
+    return params.has_limit == 1u && any(positions >= vec3<u32>(params.position_limit));
+}
+
+// Pass 1 of `apply`: attention_factor * (cos, sin) of every pair of every token into
+// `angle_table` [tokens, half_rotary], one invocation per (token, pair). Each angle is then
+// computed once per token, not once per head.
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn apply(
+fn angles(
     @builtin(workgroup_id) workgroup: vec3<u32>,
     @builtin(num_workgroups) workgroups: vec3<u32>,
     @builtin(local_invocation_index) local: u32,
 ) {
-    let token_index = workgroup.x + workgroup.y * workgroups.x;
-    if token_index >= params.tokens {
+    let index = (workgroup.x + workgroup.y * workgroups.x) * WORKGROUP_SIZE + local;
+    if index >= params.tokens * params.half_rotary {
         return;
     }
+    let token_index = index / params.half_rotary;
+    let pair = index % params.half_rotary;
     let positions = token_positions(token_index);
-    if params.has_limit == 1u && any(positions >= vec3<u32>(params.position_limit)) {
-        if local == 0u {
+    if out_of_range(positions) {
+        if pair == 0u {
             atomicAdd(&status[0], 1u);
         }
         return;
     }
+    angle_table[index] = scaled_cos_sin(pair_position(positions, pair), pair);
+}
 
-    let use_cache = params.half_rotary <= CACHED_PAIRS;
-    if use_cache {
-        for (var pair = local; pair < params.half_rotary; pair += WORKGROUP_SIZE) {
-            cached[pair] = scaled_cos_sin(pair_position(positions, pair), pair);
-        }
+// Pass 2 of `apply`: rotates Q and K in place, one invocation per (token, head, group of
+// pairs), with no barrier. A group is four consecutive pairs when the pairs divide into
+// quads, so in the half layout each side moves as one four-wide access; otherwise one pair.
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn rotate_heads(
+    @builtin(workgroup_id) workgroup: vec3<u32>,
+    @builtin(num_workgroups) workgroups: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    let group = select(1u, 4u, params.half_rotary % 4u == 0u);
+    let groups = params.half_rotary / group;
+    let per_token = (params.q_heads + params.k_heads) * groups;
+    let index = (workgroup.x + workgroup.y * workgroups.x) * WORKGROUP_SIZE + local;
+    if index >= params.tokens * per_token {
+        return;
     }
-    workgroupBarrier();
+    let token_index = index / per_token;
+    let head = (index % per_token) / groups;
+    let first = (index % groups) * group;
+    if params.has_limit == 1u && out_of_range(token_positions(token_index)) {
+        return;
+    }
 
     let batch = token_index / params.seq_len;
     let token = token_index % params.seq_len;
     let q_base = params.q_offset + batch * params.q_batch_stride + token * params.q_seq_stride;
     let k_base = params.k_offset + batch * params.k_batch_stride + token * params.k_seq_stride;
-    let total = (params.q_heads + params.k_heads) * params.half_rotary;
-    for (var index = local; index < total; index += WORKGROUP_SIZE) {
-        let head = index / params.half_rotary;
-        let pair = index % params.half_rotary;
-        var cs: vec2<f32>;
-        if use_cache {
-            cs = cached[pair];
-        } else {
-            cs = scaled_cos_sin(pair_position(positions, pair), pair);
+    let table = token_index * params.half_rotary;
+    if group == 4u && params.pairing == 0u {
+        rotate_quad(head, first, table, q_base, k_base);
+    } else {
+        for (var j = 0u; j < group; j++) {
+            rotate_pair(head, first + j, angle_table[table + first + j], q_base, k_base);
         }
-        let columns = pair_columns(pair);
-        if head < params.q_heads {
-            let a = q_base + head * params.q_head_stride + columns.x;
-            let b = q_base + head * params.q_head_stride + columns.y;
-            let y = rotate(vec2<f32>(load_q(a), load_q(b)), cs);
-            store_q(a, y.x);
-            store_q(b, y.y);
-        } else {
-            let kv_head = head - params.q_heads;
-            let a = k_base + kv_head * params.k_head_stride + columns.x;
-            let b = k_base + kv_head * params.k_head_stride + columns.y;
-            let y = rotate(vec2<f32>(load_k(a), load_k(b)), cs);
-            store_k(a, y.x);
-            store_k(b, y.y);
-        }
+    }
+}
+
+// Rotates pairs first..first + 3 of head `head` in the half layout, where each side of the
+// four pairs is four consecutive features: one four-wide load and store per side.
+fn rotate_quad(head: u32, first: u32, table: u32, q_base: u32, k_base: u32) {
+    let cs0 = angle_table[table + first];
+    let cs1 = angle_table[table + first + 1u];
+    let cs2 = angle_table[table + first + 2u];
+    let cs3 = angle_table[table + first + 3u];
+    let c = vec4<f32>(cs0.x, cs1.x, cs2.x, cs3.x);
+    let s = vec4<f32>(cs0.y, cs1.y, cs2.y, cs3.y);
+    if head < params.q_heads {
+        let a = q_base + head * params.q_head_stride + first;
+        let b = a + params.half_rotary;
+        let xa = load4_q(a);
+        let xb = load4_q(b);
+        store4_q(a, xa * c - xb * s);
+        store4_q(b, xb * c + xa * s);
+    } else {
+        let a = k_base + (head - params.q_heads) * params.k_head_stride + first;
+        let b = a + params.half_rotary;
+        let xa = load4_k(a);
+        let xb = load4_k(b);
+        store4_k(a, xa * c - xb * s);
+        store4_k(b, xb * c + xa * s);
+    }
+}
+
+// Rotates pair `pair` of head `head`, counting Q heads first and then K heads.
+fn rotate_pair(head: u32, pair: u32, cs: vec2<f32>, q_base: u32, k_base: u32) {
+    let columns = pair_columns(pair);
+    if head < params.q_heads {
+        let a = q_base + head * params.q_head_stride + columns.x;
+        let b = q_base + head * params.q_head_stride + columns.y;
+        let y = rotate(vec2<f32>(load_q(a), load_q(b)), cs);
+        store_q(a, y.x);
+        store_q(b, y.y);
+    } else {
+        let kv_head = head - params.q_heads;
+        let a = k_base + kv_head * params.k_head_stride + columns.x;
+        let b = k_base + kv_head * params.k_head_stride + columns.y;
+        let y = rotate(vec2<f32>(load_k(a), load_k(b)), cs);
+        store_k(a, y.x);
+        store_k(b, y.y);
     }
 }
 

@@ -86,6 +86,56 @@ fn load_{name}(i: u32) -> f32 {{
             };
             text.push_str(&store);
         }
+        text.push_str(&quad_accessors(name, t.writable));
+    }
+    text
+}
+
+/// Generates `load4_NAME(i)` and `store4_NAME(i, v)` for elements `i..i + 4` from the scalar
+/// accessors, so a kernel can use them with any storage type.
+fn quad_accessors(name: &str, writable: bool) -> String {
+    let mut text = format!(
+        "fn load4_{name}(i: u32) -> vec4<f32> {{
+    return vec4<f32>(load_{name}(i), load_{name}(i + 1u), load_{name}(i + 2u), load_{name}(i + 3u));
+}}
+"
+    );
+    if writable {
+        text.push_str(&format!(
+            "fn store4_{name}(i: u32, v: vec4<f32>) {{
+    store_{name}(i, v.x);
+    store_{name}(i + 1u, v.y);
+    store_{name}(i + 2u, v.z);
+    store_{name}(i + 3u, v.w);
+}}
+"
+        ));
+    }
+    text
+}
+
+/// Generates declarations of f32 tensors bound as `array<vec4<f32>>`: `load4_NAME(i)` and
+/// `store4_NAME(i, v)` move four elements in one access when `i` is a multiple of 4, and
+/// `load_NAME` / `store_NAME` index one component. The host binds such a tensor only through
+/// a window whose start and size are multiples of 16 bytes.
+pub(crate) fn vec4_declarations(tensors: &[TensorBinding]) -> String {
+    let mut text = String::new();
+    for t in tensors {
+        let (name, binding) = (t.name, t.binding);
+        let access = if t.writable { "read_write" } else { "read" };
+        text.push_str(&format!(
+            "@group(0) @binding({binding}) var<storage, {access}> {name}: array<vec4<f32>>;
+fn load_{name}(i: u32) -> f32 {{ return {name}[i >> 2u][i & 3u]; }}
+fn load4_{name}(i: u32) -> vec4<f32> {{ return {name}[i >> 2u]; }}
+"
+        ));
+        if t.writable {
+            text.push_str(&format!(
+                "fn store_{name}(i: u32, x: f32) {{ {name}[i >> 2u][i & 3u] = x; }}
+fn store4_{name}(i: u32, v: vec4<f32>) {{ {name}[i >> 2u] = v; }}
+"
+            ));
+        }
     }
     text
 }

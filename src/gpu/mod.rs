@@ -9,11 +9,15 @@ mod positions;
 mod readback;
 mod window;
 
-pub(crate) use dtype::{common_dtype, require_dtype, tensor_declarations, TensorBinding};
+pub(crate) use dtype::{
+    common_dtype, require_dtype, tensor_declarations, vec4_declarations, TensorBinding,
+};
 pub use positions::StatusBuffer;
 pub(crate) use positions::{position_binding, PositionBinding, UploadedPositions};
 pub(crate) use readback::{read_elements, read_f32, read_u32};
-pub(crate) use window::{row_too_large, rows_fitting, rows_per_window, window, Window};
+pub(crate) use window::{
+    row_too_large, rows_fitting, rows_per_window, vec4_window, window, Window,
+};
 
 /// Every shader the crate compiles, composed as the pipelines see it, for every storage
 /// type: `(name, source)`.
@@ -41,6 +45,10 @@ pub fn shader_sources() -> Vec<(String, String)> {
                 .map(|(name, source)| (format!("{name} {}", dtype.name()), source)),
         );
     }
+    sources.push((
+        "rope f32 with vec4 bindings".to_string(),
+        crate::rope::gpu::source_vec4(),
+    ));
     sources.push((
         "attention f32 with f16 probabilities".to_string(),
         crate::attention::gpu::source(DType::F32, DType::F16),

@@ -69,6 +69,46 @@ pub(crate) fn window<'a>(
     })
 }
 
+/// The window covering elements `start..end` of an f32 tensor bound as `array<vec4<f32>>`,
+/// or `None` when `start` is not a multiple of 4 elements or the buffer cannot supply a
+/// size rounded up to 16 bytes.
+pub(crate) fn vec4_window<'a>(
+    ctx: &GpuContext,
+    name: &'static str,
+    buffer: &'a wgpu::Buffer,
+    start: u64,
+    end: u64,
+) -> Result<Option<Window<'a>>> {
+    let limits = ctx.device().limits();
+    let alignment = u64::from(limits.min_storage_buffer_offset_alignment).max(16);
+    if !start.is_multiple_of(4) || !alignment.is_multiple_of(16) {
+        return Ok(None);
+    }
+    let offset = start * 4 / alignment * alignment;
+    let end_bytes = (end * 4).next_multiple_of(16).max(offset + 16);
+    if end_bytes > buffer.size() {
+        return Ok(None);
+    }
+    let size = end_bytes - offset;
+    if size > limits.max_storage_buffer_binding_size {
+        return Err(Error::Unsupported {
+            what: format!(
+                "binding {size} bytes of {name} (max_storage_buffer_binding_size is {})",
+                limits.max_storage_buffer_binding_size
+            ),
+            hint:
+                "split the call into smaller tensors, or use a device with a larger binding limit"
+                    .into(),
+        });
+    }
+    Ok(Some(Window {
+        buffer,
+        offset,
+        size,
+        first: offset / 4,
+    }))
+}
+
 /// How many consecutive rows of `row_bytes`, `stride_bytes` apart, fit in one binding window
 /// (0 when not even one does). With rows of 1 byte, it is the usable bytes of a window.
 pub(crate) fn rows_per_window(ctx: &GpuContext, stride_bytes: u64, row_bytes: u64) -> u64 {

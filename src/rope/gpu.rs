@@ -11,7 +11,7 @@ mod kernel;
 mod shift;
 
 pub use axes::{apply_axes, apply_axes_backward, record_axes, AxesDispatch, GpuAxisPositions};
-pub(crate) use kernel::source;
+pub(crate) use kernel::{source, source_vec4};
 pub use shift::{record_shift, shift, ShiftDispatch};
 
 use kernel::{KernelCall, PositionSource};

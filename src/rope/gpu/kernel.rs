@@ -52,6 +52,17 @@ pub(super) struct RopeUniform {
 /// Composes the kernel with the angle helpers it calls and the declarations of Q and K for
 /// `dtype`.
 pub(crate) fn source(dtype: DType) -> String {
+    compose(dtype, false)
+}
+
+/// Composes the f32 kernel with Q and K bound as `array<vec4<f32>>`.
+pub(crate) fn source_vec4() -> String {
+    compose(DType::F32, true)
+}
+
+/// Composes the kernel as [`source`] does, with Q and K bound as `array<vec4<f32>>` when
+/// `vec4` is set (f32 only).
+fn compose(dtype: DType, vec4: bool) -> String {
     let tensors = [
         TensorBinding {
             name: "q",
@@ -66,8 +77,13 @@ pub(crate) fn source(dtype: DType) -> String {
             writable: true,
         },
     ];
+    let declarations = if vec4 {
+        gpu::vec4_declarations(&tensors)
+    } else {
+        gpu::tensor_declarations(&tensors)
+    };
     [
-        gpu::tensor_declarations(&tensors).as_str(),
+        declarations.as_str(),
         include_str!("../../../shaders/angle.wgsl"),
         include_str!("../../../shaders/rope.wgsl"),
     ]
@@ -294,12 +310,9 @@ pub(super) fn record_kernel(
     };
     gpu::require_dtype(ctx, dtype)?;
     let (q_offset, q_strides) = heads_layout("q", &call.q, shape, shape.num_heads)?;
-    let (k_offset, k_strides, k_buffer) = match (&call.k, shape.num_kv_heads) {
-        (_, 0) => (0, [0; 3], None),
-        (Some(k), heads) => {
-            let (offset, strides) = heads_layout("k", k, shape, heads)?;
-            (offset, strides, Some(k.view.buffer))
-        }
+    let (k_offset, k_strides) = match (&call.k, shape.num_kv_heads) {
+        (_, 0) => (0, [0; 3]),
+        (Some(k), heads) => heads_layout("k", k, shape, heads)?,
         (None, heads) => {
             return Err(Error::shape(
                 "num_kv_heads",
@@ -340,25 +353,15 @@ pub(super) fn record_kernel(
     if (q_extent.max(k_extent) as u64) * size > usable {
         return record_split(ctx, encoder, config, frequencies, call, size);
     }
-    let q_window = gpu::window(
+    let (q_window, k_window, vec4) = bind_qk(
         ctx,
-        "q",
-        call.q.view.buffer,
-        call.q.view.offset,
-        call.q.view.offset + q_extent as u64,
-        size,
+        config,
+        call,
+        dtype,
+        [q_offset, k_offset],
+        [q_strides, k_strides],
+        [q_extent, k_extent],
     )?;
-    let k_window = match (&call.k, k_buffer) {
-        (Some(k), Some(buffer)) => Some(gpu::window(
-            ctx,
-            "k",
-            buffer,
-            k.view.offset,
-            k.view.offset + k_extent as u64,
-            size,
-        )?),
-        _ => None,
-    };
     let placeholder = gpu::storage_empty(ctx, "rope no ids", 16, wgpu::BufferUsages::empty());
     let ids_window = match call.positions {
         PositionSource::Ids {
@@ -404,13 +407,29 @@ pub(super) fn record_kernel(
         ids_offset: ids_window.map_or(0, |w| w.local(u64::from(base.ids_offset))),
         ..base
     };
-    let workgroup_size = gpu::workgroup_size(ctx);
-    let key = gpu::key("rope", "apply", workgroup_size, &[dtype]);
-    let pipeline = ctx.pipeline(&key, || source(dtype))?;
+    let workgroup_size = u64::from(gpu::workgroup_size(ctx));
+    let shader = if vec4 { "rope vec4" } else { "rope" };
+    let angles = ctx.pipeline(
+        &gpu::key(shader, "angles", workgroup_size as u32, &[dtype]),
+        || compose(dtype, vec4),
+    )?;
+    let rotate = ctx.pipeline(
+        &gpu::key(shader, "rotate_heads", workgroup_size as u32, &[dtype]),
+        || compose(dtype, vec4),
+    )?;
     let uniform = gpu::uniform(ctx, "rope params", &uniform);
     let turns = turns_buffer(ctx, frequencies);
+    // A scratch table of (cos, sin) per token and pair: at most as large as Q, whose window
+    // fits the binding limit, because every head has at least rotary_dim features.
+    let half = (config.rotary_dim / 2) as u64;
+    let table = gpu::storage_empty(
+        ctx,
+        "rope angle table",
+        tokens as u64 * half * 8,
+        wgpu::BufferUsages::empty(),
+    );
     // A buffer bound read-write may not be bound again in the same dispatch, so the unused
-    // id and K bindings get one placeholder each.
+    // K binding gets a placeholder of its own.
     let k_placeholder = gpu::storage_empty(ctx, "rope no k", 16, wgpu::BufferUsages::empty());
     let own_status;
     let status = match call.status {
@@ -421,29 +440,113 @@ pub(super) fn record_kernel(
             &own_status
         }
     };
-    let resources = vec![
+    let ids = || ids_window.map_or_else(|| placeholder.as_entire_binding(), |w| w.resource());
+    let angle_resources = vec![
         (0, uniform.as_entire_binding()),
         (1, turns.as_entire_binding()),
-        (
-            2,
-            ids_window.map_or_else(|| placeholder.as_entire_binding(), |w| w.resource()),
-        ),
+        (2, ids()),
+        (5, status.as_entire_binding()),
+        (6, table.as_entire_binding()),
+    ];
+    let bind_group = gpu::bind_group_at(ctx, &angles, "rope angles", angle_resources);
+    gpu::record_dispatch(
+        ctx,
+        encoder,
+        &angles,
+        &bind_group,
+        "rope angles",
+        (tokens as u64 * half).div_ceil(workgroup_size),
+    )?;
+
+    // Each rotate invocation takes four pairs when they divide into quads, else one.
+    let group = if half.is_multiple_of(4) { 4 } else { 1 };
+    let invocations =
+        tokens as u64 * (shape.num_heads + shape.num_kv_heads) as u64 * (half / group);
+    let rotate_resources = vec![
+        (0, uniform.as_entire_binding()),
+        (2, ids()),
         (3, q_window.resource()),
         (
             4,
             k_window.map_or_else(|| k_placeholder.as_entire_binding(), |w| w.resource()),
         ),
-        (5, status.as_entire_binding()),
+        (6, table.as_entire_binding()),
     ];
-    let bind_group = gpu::bind_group_at(ctx, &pipeline, "rope apply", resources);
+    let bind_group = gpu::bind_group_at(ctx, &rotate, "rope rotate", rotate_resources);
     gpu::record_dispatch(
         ctx,
         encoder,
-        &pipeline,
+        &rotate,
         &bind_group,
-        "rope apply",
-        tokens as u64,
+        "rope rotate",
+        invocations.div_ceil(workgroup_size),
     )
+}
+
+/// Windows of Q and K, and whether they are bound as `array<vec4<f32>>`: for f32 in the half
+/// layout with pairs in quads, four consecutive features move in one access when every
+/// offset and stride is a multiple of 4 and the buffers allow 16-byte windows.
+#[allow(clippy::type_complexity)]
+fn bind_qk<'a>(
+    ctx: &GpuContext,
+    config: &RopeConfig,
+    call: &KernelCall<'a>,
+    dtype: DType,
+    offsets: [u32; 2],
+    strides: [[u32; 3]; 2],
+    extents: [usize; 2],
+) -> Result<(gpu::Window<'a>, Option<gpu::Window<'a>>, bool)> {
+    let k = call.k.filter(|_| call.shape.num_kv_heads > 0);
+    let aligned =
+        offsets.iter().all(|o| o % 4 == 0) && strides.iter().flatten().all(|s| s % 4 == 0);
+    if dtype == DType::F32
+        && config.layout == RopeLayout::Half
+        && (config.rotary_dim / 2).is_multiple_of(4)
+        && aligned
+    {
+        let q = gpu::vec4_window(
+            ctx,
+            "q",
+            call.q.view.buffer,
+            call.q.view.offset,
+            call.q.view.offset + extents[0] as u64,
+        )?;
+        let k_window = match k {
+            Some(k) => gpu::vec4_window(
+                ctx,
+                "k",
+                k.view.buffer,
+                k.view.offset,
+                k.view.offset + extents[1] as u64,
+            )?
+            .map(Some),
+            None => Some(None),
+        };
+        if let (Some(q), Some(k_window)) = (q, k_window) {
+            return Ok((q, k_window, true));
+        }
+    }
+    let size = dtype.size();
+    let q = gpu::window(
+        ctx,
+        "q",
+        call.q.view.buffer,
+        call.q.view.offset,
+        call.q.view.offset + extents[0] as u64,
+        size,
+    )?;
+    let k_window = match k {
+        Some(k) => Some(gpu::window(
+            ctx,
+            "k",
+            k.view.buffer,
+            k.view.offset,
+            k.view.offset + extents[1] as u64,
+            size,
+        )?),
+        None => None,
+    };
+    Ok((q, k_window, false))
 }
 
 /// Elements from a heads view's first element to one past its last.
