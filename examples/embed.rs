@@ -205,6 +205,9 @@ fn run(out_path: &str) -> Result<(), String> {
         out: TensorView::new(&out),
         lse: &lse,
         probs: Some(TensorView::new(&probs)),
+        q_strides: None,
+        kv_strides: None,
+        out_strides: None,
     };
     record(&ctx, &mut encoder, &shape, &params, &buffers).map_err(|e| e.to_string())?;
     {

@@ -72,6 +72,8 @@ fn main(
     let kv_head = h / params.group;
     let q_base = params.q_strides.w + b * params.q_strides.x + i * params.q_strides.y + h * params.q_strides.z;
     let kv_base = params.kv_strides.w + b * params.kv_strides.x + kv_head * params.kv_strides.z;
+    let v_base = params.v_offset + b * params.kv_strides.x + kv_head * params.kv_strides.z;
+    let out_base = out_index(b, h, i);
     let probs_base = params.probs_local + (row - params.row_base) * params.kv_len;
 
     // Pass 1: scores of visible keys, their maximum and count. The sink joins the maximum.
@@ -149,9 +151,9 @@ fn main(
         for (var j = 0u; j < params.kv_len; j++) {
             let p = load_probs(probs_base + j);
             if p != 0.0 {
-                acc += p * load_v(kv_base + j * params.kv_strides.y + d);
+                acc += p * load_v(v_base + j * params.kv_strides.y + d);
             }
         }
-        store_out(q_base + d, acc);
+        store_out(out_base + d, acc);
     }
 }

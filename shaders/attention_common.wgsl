@@ -28,8 +28,8 @@ struct Params {
     scale: f32,
     softcap: f32,
     num_splits: u32,            // key ranges per row block (split-K), flash kernel only
-    q_strides: vec4<u32>,       // (batch, seq, head, offset) of Q and the output
-    kv_strides: vec4<u32>,      // (batch, seq, head, offset) of K and V
+    q_strides: vec4<u32>,       // (batch, seq, head, offset) of Q
+    kv_strides: vec4<u32>,      // (batch, seq, head, offset of K) of K and V
     off_ranges: u32,            // aux: [start, end) of valid keys per sequence
     off_q_offsets: u32,         // aux: position of query row 0 per sequence (i32 bits)
     off_q_segments: u32,        // aux: segment id per query row [batch, q_len]
@@ -45,7 +45,8 @@ struct Params {
     off_sinks: u32,             // aux: sink logit per head (f32 bits)
     row_base: u32,              // materialising kernel: first row of this dispatch
     probs_local: u32,           // materialising kernel: element of row_base's probabilities
-    _pad: u32,
+    v_offset: u32,              // element offset of V; V shares K's strides
+    out_strides: vec4<u32>,     // (batch, seq, head, offset) of the output
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -128,6 +129,11 @@ fn finish_score(dot: f32, b: u32, h: u32, i: u32, j: u32) -> f32 {
         s += bitcast<f32>(aux[params.off_additive + b * params.additive_batch_stride + h * params.additive_head_stride + i * params.kv_len + j]);
     }
     return s;
+}
+
+fn out_index(b: u32, h: u32, i: u32) -> u32 {
+    let s = params.out_strides;
+    return s.w + b * s.x + i * s.y + h * s.z;
 }
 
 fn sink_logit(h: u32) -> f32 {

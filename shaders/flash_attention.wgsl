@@ -88,7 +88,8 @@ fn key_bounds(block: Block) -> vec2<u32> {
 
 // Stages features [feature0, feature0 + CHUNK) of BLOCK_KEYS rows of K or V, zero past the end.
 fn stage_keys(from_v: bool, block: Block, tile_start: u32, end: u32, feature0: u32, local: u32) {
-    let base = params.kv_strides.w + block.b * params.kv_strides.x + block.kv_head * params.kv_strides.z;
+    let first = select(params.kv_strides.w, params.v_offset, from_v);
+    let base = first + block.b * params.kv_strides.x + block.kv_head * params.kv_strides.z;
     for (var e = local; e < BLOCK_KEYS * CHUNK; e += BLOCK_KEYS) {
         let key = tile_start + e / CHUNK;
         let feature = feature0 + e % CHUNK;
@@ -270,7 +271,7 @@ fn main(
     let any = row_any[my_row] == 1u;
     if params.num_splits == 1u {
         let norm = normalisation(h, row_max[my_row], row_sum[my_row], any);
-        let base = q_index(block, my_row);
+        let base = out_index(block.b, h, i);
         for (var c = 0u; c < COLUMNS; c++) {
             let feature = (c / 4u) * CHUNK + my_column + 8u * (c % 4u);
             if feature < params.head_dim {
@@ -329,7 +330,7 @@ fn merge(
         }
     }
     let norm = normalisation(h, maximum, sum, any);
-    let base = params.q_strides.w + b * params.q_strides.x + i * params.q_strides.y + h * params.q_strides.z;
+    let base = out_index(b, h, i);
     for (var d = local; d < params.head_dim; d += 64u) {
         var acc = 0.0;
         for (var s = 0u; s < params.num_splits; s++) {

@@ -294,6 +294,9 @@ fn attention_f16_scores_12_and_0() {
         out: view(&out),
         lse: &lse,
         probs: Some(view(&probs)),
+        q_strides: None,
+        kv_strides: None,
+        out_strides: None,
     };
     let mut encoder = device.create_command_encoder(&Default::default());
     attention::gpu::record(ctx, &mut encoder, &shape, &params, &buffers).expect("record");

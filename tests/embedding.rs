@@ -220,3 +220,83 @@ fn one_context_serves_several_threads() {
         thread.join().expect("worker thread");
     }
 }
+
+#[test]
+fn attention_reads_q_k_v_from_fused_qkv_buffer() {
+    use posenc::attention::{self, gpu::AttentionBuffers, AttentionParams, AttentionShape};
+    let Some(ctx) = common::gpu() else { return };
+    // [tokens, (Hq + 2 Hk) * D] with Q, K and V of a token side by side, after 3 leading
+    // elements; the output is a separate dense [1, tokens, Hq, D] tensor.
+    let (tokens, q_heads, kv_heads, head_dim, lead) = (7, 4, 2, 8, 3);
+    let row = (q_heads + 2 * kv_heads) * head_dim;
+    let fused = random_vec(3, lead + tokens * row);
+    let storage = |label, data: &[f32], usage| {
+        ctx.device()
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::cast_slice(data),
+                usage: wgpu::BufferUsages::STORAGE | usage,
+            })
+    };
+    let qkv = storage("qkv", &fused, wgpu::BufferUsages::empty());
+    let out = storage(
+        "out",
+        &vec![0.0; tokens * q_heads * head_dim],
+        wgpu::BufferUsages::COPY_SRC,
+    );
+    let lse = storage(
+        "lse",
+        &vec![0.0; tokens * q_heads],
+        wgpu::BufferUsages::COPY_SRC,
+    );
+    let shape = AttentionShape {
+        layout: Layout::Bshd,
+        ..AttentionShape::new(1, q_heads, kv_heads, tokens, tokens, head_dim)
+    };
+    let params = AttentionParams {
+        causal: true,
+        ..Default::default()
+    };
+    let strides = Some([tokens * row, row, head_dim]);
+    let buffers = AttentionBuffers {
+        q: TensorView::at(&qkv, lead as u64),
+        k: TensorView::at(&qkv, (lead + q_heads * head_dim) as u64),
+        v: TensorView::at(&qkv, (lead + (q_heads + kv_heads) * head_dim) as u64),
+        out: TensorView::new(&out),
+        lse: &lse,
+        probs: None,
+        q_strides: strides,
+        kv_strides: strides,
+        out_strides: None,
+    };
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    attention::fused::record(ctx, &mut encoder, &shape, &params, &buffers, None).expect("record");
+    ctx.queue().submit([encoder.finish()]);
+    let got = ctx
+        .read_f32(&out, tokens * q_heads * head_dim)
+        .expect("readback");
+
+    // The CPU reference on packed copies in the Bshd layout.
+    let slice = |first_head: usize, heads: usize| -> Vec<f32> {
+        (0..tokens)
+            .flat_map(|t| {
+                fused[lead + t * row + first_head * head_dim..][..heads * head_dim].to_vec()
+            })
+            .collect()
+    };
+    let (q, k, v) = (
+        slice(0, q_heads),
+        slice(q_heads, kv_heads),
+        slice(q_heads + kv_heads, kv_heads),
+    );
+    let cpu = attention::attention_cpu(&shape, &params, &q, &k, &v).expect("cpu");
+    assert_close(
+        "out",
+        &got,
+        &cpu.out,
+        Tolerance {
+            abs: 2e-6,
+            rel: 1e-5,
+        },
+    );
+}

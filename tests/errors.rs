@@ -669,6 +669,9 @@ fn attention_record_invalid_views() {
         out: TensorView::new(&out),
         lse: &lse,
         probs: Some(TensorView::new(&probs)),
+        q_strides: None,
+        kv_strides: None,
+        out_strides: None,
     };
     let params = AttentionParams::default();
     let record = |buffers: &AttentionBuffers<'_>| {
@@ -680,29 +683,26 @@ fn attention_record_invalid_views() {
         posenc::attention::fused::record(ctx, &mut encoder, &shape, &params, buffers, splits)
     };
 
+    // V [1, 1, 3, 4] from element 60 of a 64-element buffer reaches element 72.
     let error = assert_error(
-        "v offset",
+        "v past its buffer",
         record(&AttentionBuffers {
-            v: TensorView::at(&v, 4),
+            v: TensorView::at(&v, 60),
             ..base
         }),
-        &["v.offset = 4", "k.offset = 0"],
+        &["v", "60..72", "64 elements"],
     );
-    assert!(matches!(
-        error,
-        Error::InvalidShape {
-            name: "v.offset",
-            ..
-        }
-    ));
-    assert_error(
-        "out offset",
+    assert!(matches!(error, Error::BufferTooSmall { name: "v", .. }));
+    // Output rows 2 elements apart would overlap the 4 features of each row.
+    let error = assert_error(
+        "overlapping output strides",
         record(&AttentionBuffers {
-            out: TensorView::at(&out, 8),
+            out_strides: Some([8, 2, 8]),
             ..base
         }),
-        &["out.offset = 8", "q.offset = 0"],
+        &["out", "overlap"],
     );
+    assert!(matches!(error, Error::InvalidShape { name: "out", .. }));
     assert_error(
         "no probabilities",
         record(&AttentionBuffers {

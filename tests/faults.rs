@@ -398,6 +398,9 @@ fn record_written_buffer_bound_twice_is_error() {
         out: TensorView::new(&shared),
         lse: &lse,
         probs: Some(TensorView::new(&probs)),
+        q_strides: None,
+        kv_strides: None,
+        out_strides: None,
     };
     let result = record_scoped(ctx, |encoder| {
         posenc::attention::gpu::record(ctx, encoder, &shape, &AttentionParams::default(), &in_place)
@@ -421,6 +424,9 @@ fn record_written_buffer_bound_twice_is_error() {
         out: TensorView::new(&shared),
         lse: &shared,
         probs: Some(TensorView::new(&probs)),
+        q_strides: None,
+        kv_strides: None,
+        out_strides: None,
     };
     let result = record_scoped(ctx, |encoder| {
         posenc::attention::gpu::record(
@@ -441,6 +447,9 @@ fn record_written_buffer_bound_twice_is_error() {
         out: TensorView::new(&shared),
         lse: &lse,
         probs: Some(TensorView::new(&probs)),
+        q_strides: None,
+        kv_strides: None,
+        out_strides: None,
     };
     let (result, wgpu_error) = record_scoped(ctx, |encoder| {
         posenc::attention::gpu::record(ctx, encoder, &shape, &AttentionParams::default(), &qkv)

@@ -400,6 +400,9 @@ fn record_zero_elements_records_nothing() {
         out: TensorView::new(&buffer),
         lse: &lse,
         probs: Some(TensorView::new(&probs).with_dtype(DType::F32)),
+        q_strides: None,
+        kv_strides: None,
+        out_strides: None,
     };
     // K and V need 3 * 4 * 4 = 48 floats, which the 16-byte buffer lacks: a zero-length
     // query does not excuse K and V views that do not fit.

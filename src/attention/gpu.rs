@@ -53,14 +53,22 @@ pub(crate) fn source(dtype: DType, probs: DType) -> String {
 /// Caller buffers for one attention call.
 #[derive(Clone, Copy, Debug)]
 pub struct AttentionBuffers<'a> {
-    /// Q in the shape's layout.
+    /// Q, in the shape's layout unless `q_strides` is set.
     pub q: TensorView<'a>,
-    /// K in the shape's layout with `num_kv_heads` heads; same storage type as Q.
+    /// K with `num_kv_heads` heads; same storage type as Q.
     pub k: TensorView<'a>,
-    /// V, same layout, storage type and element offset as K.
+    /// V, with K's strides and storage type.
     pub v: TensorView<'a>,
-    /// Output, same layout, storage type and element offset as Q; written.
+    /// Output with `num_heads` heads, in the shape's layout unless `out_strides` is set;
+    /// written.
     pub out: TensorView<'a>,
+    /// Element strides `[batch, seq, head]` of Q; `None` takes them from the shape's layout.
+    /// Explicit strides read Q, K and V straight out of a fused QKV projection.
+    pub q_strides: Option<[usize; 3]>,
+    /// Element strides of K and V; `None` takes them from the shape's layout.
+    pub kv_strides: Option<[usize; 3]>,
+    /// Element strides of the output; `None` takes them from the shape's layout.
+    pub out_strides: Option<[usize; 3]>,
     /// Log-sum-exp `[batch, heads, q_len]` as f32, written from element 0.
     pub lse: &'a wgpu::Buffer,
     /// Probabilities `[batch, heads, q_len, kv_len]` in f32, f16 or bf16; written. The fused
@@ -93,25 +101,38 @@ pub(crate) fn bind_views<'a>(
         ("out", buffers.out.dtype),
     ])?;
     gpu::require_dtype(ctx, dtype)?;
-    let (q_len, kv_len, _) = shape.lens()?;
-    let (q_len, kv_len) = (q_len as u64, kv_len as u64);
     let rows = (shape.batch * shape.num_heads * shape.q_len) as u64;
     let size = dtype.size();
-    gpu::check_view("q", buffers.q.buffer, buffers.q.offset, q_len, size)?;
-    gpu::check_view("k", buffers.k.buffer, buffers.k.offset, kv_len, size)?;
-    gpu::check_view("v", buffers.v.buffer, buffers.v.offset, kv_len, size)?;
-    gpu::check_view("out", buffers.out.buffer, buffers.out.offset, q_len, size)?;
+    let layout_q = shape
+        .layout
+        .strides(shape.q_len, shape.num_heads, shape.head_dim);
+    let layout_kv = shape
+        .layout
+        .strides(shape.kv_len, shape.num_kv_heads, shape.head_dim);
+    let q_strides = buffers.q_strides.unwrap_or(layout_q);
+    let kv_strides = buffers.kv_strides.unwrap_or(layout_kv);
+    let out_strides = buffers.out_strides.unwrap_or(layout_q);
+    let q_counts = [shape.batch, shape.q_len, shape.num_heads];
+    let kv_counts = [shape.batch, shape.kv_len, shape.num_kv_heads];
+    let extent = |name, counts, strides| -> Result<u64> {
+        Ok(crate::rope::heads_extent(name, counts, strides, shape.head_dim)?.unwrap_or(0) as u64)
+    };
+    let (q_extent, kv_extent) = (
+        extent("q", q_counts, q_strides)?,
+        extent("k", kv_counts, kv_strides)?,
+    );
+    let out_extent = extent("out", q_counts, out_strides)?;
+    gpu::check_view("q", buffers.q.buffer, buffers.q.offset, q_extent, size)?;
+    gpu::check_view("k", buffers.k.buffer, buffers.k.offset, kv_extent, size)?;
+    gpu::check_view("v", buffers.v.buffer, buffers.v.offset, kv_extent, size)?;
+    gpu::check_view(
+        "out",
+        buffers.out.buffer,
+        buffers.out.offset,
+        out_extent,
+        size,
+    )?;
     gpu::check_view("lse", buffers.lse, 0, rows, 4)?;
-    if buffers.k.offset != buffers.v.offset {
-        return Err(Error::shape(
-            "v.offset",
-            buffers.v.offset as i64,
-            format!(
-                "must equal k.offset = {}; put K and V at the same offset in their buffers",
-                buffers.k.offset
-            ),
-        ));
-    }
     let written = [("out", buffers.out.buffer), ("lse", buffers.lse)];
     let read = [
         ("q", buffers.q.buffer),
@@ -119,16 +140,6 @@ pub(crate) fn bind_views<'a>(
         ("v", buffers.v.buffer),
     ];
     gpu::check_not_shared(&written, &read)?;
-    if buffers.out.offset != buffers.q.offset {
-        return Err(Error::shape(
-            "out.offset",
-            buffers.out.offset as i64,
-            format!(
-                "must equal q.offset = {}; the output shares Q's layout",
-                buffers.q.offset
-            ),
-        ));
-    }
 
     // NOTE: Q, K, V and the output are bound whole; a tensor past the binding limit is
     // rejected, and only the probabilities are split across dispatches.
@@ -137,31 +148,25 @@ pub(crate) fn bind_views<'a>(
     };
     let windows = Windows {
         dtype,
-        q: window("q", &buffers.q, q_len)?,
-        k: window("k", &buffers.k, kv_len)?,
-        v: window("v", &buffers.v, kv_len)?,
-        out: window("out", &buffers.out, q_len)?,
+        q: window("q", &buffers.q, q_extent)?,
+        k: window("k", &buffers.k, kv_extent)?,
+        v: window("v", &buffers.v, kv_extent)?,
+        out: window("out", &buffers.out, out_extent)?,
         lse: gpu::window(ctx, "lse", buffers.lse, 0, rows, 4)?,
     };
-    let q_strides = shape
-        .layout
-        .strides(shape.q_len, shape.num_heads, shape.head_dim);
-    let kv_strides = shape
-        .layout
-        .strides(shape.kv_len, shape.num_kv_heads, shape.head_dim);
     // check_view bounded every element index by u32::MAX, so the strides fit too.
-    uniform.q_strides = [
-        q_strides[0] as u32,
-        q_strides[1] as u32,
-        q_strides[2] as u32,
-        windows.q.local(buffers.q.offset),
-    ];
-    uniform.kv_strides = [
-        kv_strides[0] as u32,
-        kv_strides[1] as u32,
-        kv_strides[2] as u32,
-        windows.k.local(buffers.k.offset),
-    ];
+    let packed = |strides: [usize; 3], offset: u32| {
+        [
+            strides[0] as u32,
+            strides[1] as u32,
+            strides[2] as u32,
+            offset,
+        ]
+    };
+    uniform.q_strides = packed(q_strides, windows.q.local(buffers.q.offset));
+    uniform.kv_strides = packed(kv_strides, windows.k.local(buffers.k.offset));
+    uniform.v_offset = windows.v.local(buffers.v.offset);
+    uniform.out_strides = packed(out_strides, windows.out.local(buffers.out.offset));
     Ok(windows)
 }
 
@@ -334,6 +339,9 @@ impl Uploaded {
             out: TensorView::new(&self.out).with_dtype(self.dtype),
             lse: &self.lse,
             probs,
+            q_strides: None,
+            kv_strides: None,
+            out_strides: None,
         }
     }
 }

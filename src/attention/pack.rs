@@ -40,7 +40,8 @@ pub(crate) struct AttentionUniform {
     pub off_sinks: u32,
     pub row_base: u32,
     pub probs_local: u32,
-    pub _pad: u32,
+    pub v_offset: u32,
+    pub out_strides: [u32; 4],
 }
 
 // Flag bits; mirrored by the FLAG_* constants in shaders/attention_common.wgsl.

@@ -210,7 +210,7 @@ pub fn tables_cpu(
     for t in 0..seq_len {
         let position = positions.get(0, t, seq_len) as f64;
         for (i, &w) in frequencies.inv_freq.iter().enumerate() {
-            let (s, c) = (position * w).sin_cos();
+            let (s, c) = crate::angle::sin_cos_of_product(position, w);
             let (a, b) = config.layout.pair(i, config.rotary_dim);
             for column in [a, b] {
                 cos[t * config.rotary_dim + column] = (c * frequencies.attention_factor) as f32;
@@ -340,7 +340,7 @@ pub(crate) fn rotate_qk_cpu(
     for b in 0..shape.batch {
         for t in 0..shape.seq_len {
             for (i, (entry, &w)) in cos_sin.iter_mut().zip(&frequencies.inv_freq).enumerate() {
-                *entry = scaled_cos_sin(position(b, t, i) as f64 * w, sign, frequencies);
+                *entry = scaled_cos_sin(position(b, t, i) as f64, w, sign, frequencies);
             }
             for (tensor, heads) in [(&mut *q, shape.num_heads), (&mut *k, shape.num_kv_heads)] {
                 let [batch_stride, seq_stride, head_stride] =
@@ -355,9 +355,15 @@ pub(crate) fn rotate_qk_cpu(
     }
 }
 
-/// `attention_factor * (cos θ, sign * sin θ)` in f64.
-pub(crate) fn scaled_cos_sin(angle: f64, sign: f64, frequencies: &RopeFrequencies) -> (f64, f64) {
-    let (s, c) = angle.sin_cos();
+/// `attention_factor * (cos θ, sign * sin θ)` for `θ = position * w`, in f64 with the
+/// rounding of the product added back.
+pub(crate) fn scaled_cos_sin(
+    position: f64,
+    w: f64,
+    sign: f64,
+    frequencies: &RopeFrequencies,
+) -> (f64, f64) {
+    let (s, c) = crate::angle::sin_cos_of_product(position, w);
     (
         c * frequencies.attention_factor,
         sign * s * frequencies.attention_factor,

@@ -158,7 +158,7 @@ pub fn shift_cpu(
         .inv_freq
         .iter()
         .map(|&w| {
-            let (s, c) = (delta as f64 * w).sin_cos();
+            let (s, c) = crate::angle::sin_cos_of_product(delta as f64, w);
             (c, s)
         })
         .collect();
