@@ -941,3 +941,70 @@ fn read_with_wrong_type_is_error() {
     );
     assert!(matches!(error, Error::BufferTooSmall { .. }));
 }
+
+#[test]
+fn review_cases_are_rejected_or_agree() {
+    use posenc::attention::{attention_cpu, AttentionParams, AttentionShape};
+    use posenc::rope::RopeConfig;
+    // q_offset = i64::MIN must not wrap past the range check.
+    let shape = AttentionShape::new(1, 2, 1, 3, 4, 8);
+    let (q, kv) = (vec![0.1f32; 48], vec![0.2f32; 32]);
+    let params = AttentionParams {
+        causal: true,
+        q_offset: Some(i64::MIN),
+        ..Default::default()
+    };
+    let error = attention_cpu(&shape, &params, &q, &kv, &kv).expect_err("i64::MIN offset");
+    assert!(error.to_string().contains("q_offset"), "{error}");
+
+    // A window wider than every distance hides nothing beyond the causal bound.
+    let wide = AttentionParams {
+        window: Some(usize::MAX),
+        ..Default::default()
+    };
+    let causal = AttentionParams {
+        causal: true,
+        ..Default::default()
+    };
+    let (q, k, v) = (
+        common::random_vec(1, 48),
+        common::random_vec(2, 32),
+        common::random_vec(3, 32),
+    );
+    let got = attention_cpu(&shape, &wide, &q, &k, &v).expect("wide window");
+    let want = attention_cpu(&shape, &causal, &q, &k, &v).expect("causal");
+    assert_eq!(got, want);
+
+    // A base far below 1 gives frequencies with no defined angle.
+    let error = RopeConfig::new(8)
+        .with_base(1e-300)
+        .frequencies(1)
+        .and_then(|f| {
+            let shape = posenc::rope::QkShape {
+                batch: 1,
+                seq_len: 1,
+                num_heads: 1,
+                num_kv_heads: 0,
+                head_dim: 8,
+                layout: posenc::Layout::Bshd,
+            };
+            posenc::rope::apply_cpu(
+                &RopeConfig::new(8).with_base(1e-300),
+                &f,
+                &shape,
+                posenc::Positions::Start(0),
+                &mut [0.0; 8],
+                &mut [],
+            )
+        });
+    assert!(
+        matches!(
+            error,
+            Err(Error::InvalidParameter {
+                name: "inv_freq",
+                ..
+            })
+        ),
+        "{error:?}"
+    );
+}

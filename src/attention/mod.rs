@@ -390,7 +390,7 @@ fn resolve_q_offsets(shape: &AttentionShape, params: &AttentionParams) -> Result
     // The GPU forms positions and distances in i32.
     let limit = i64::from(i32::MAX) / 2;
     for &q_offset in &q_offsets {
-        if q_offset.abs() > limit
+        if q_offset.unsigned_abs() > limit as u64
             || q_offset + shape.q_len as i64 > limit
             || shape.kv_len as i64 > limit
         {
@@ -489,7 +489,8 @@ pub(crate) fn visible(
         return false;
     }
     if let Some(window) = params.window {
-        if key <= position - window as i64 {
+        // A window wider than any distance hides nothing, as on the GPU, which clamps it.
+        if key <= position.saturating_sub(i64::try_from(window).unwrap_or(i64::MAX)) {
             return false;
         }
     }

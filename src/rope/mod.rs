@@ -221,6 +221,9 @@ pub fn tables_cpu(
     Ok(RopeTables { cos, sin })
 }
 
+/// Largest inverse frequency, 2^52: an f64 above it has no fractional part.
+const MAX_INV_FREQ: f64 = 4_503_599_627_370_496.0;
+
 pub(crate) fn check_frequencies(config: &RopeConfig, frequencies: &RopeFrequencies) -> Result<()> {
     check_len(
         "inv_freq",
@@ -232,6 +235,15 @@ pub(crate) fn check_frequencies(config: &RopeConfig, frequencies: &RopeFrequenci
             "inv_freq",
             bad,
             "every inverse frequency must be finite",
+        ));
+    }
+    // Past 2^52 radians per position an f64 frequency has no fractional turns left, so the
+    // angle of every position is undefined in f64; bases below 1 produce such frequencies.
+    if let Some(&bad) = frequencies.inv_freq.iter().find(|w| w.abs() > MAX_INV_FREQ) {
+        return Err(Error::param(
+            "inv_freq",
+            bad,
+            format!("inverse frequencies above {MAX_INV_FREQ:e} radians per position have no defined angle; use a base above 1"),
         ));
     }
     if !frequencies.attention_factor.is_finite() {

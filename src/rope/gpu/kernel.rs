@@ -276,6 +276,8 @@ pub(super) fn record_kernel(
         .k
         .filter(|k| k.view.buffer == call.q.view.buffer && call.shape.num_kv_heads > 0)
     {
+        // NOTE: Q and K views that share elements (not only a buffer) are not detected; the
+        // shared elements would be rotated twice.
         let q_only = KernelCall {
             k: None,
             shape: QkShape {
