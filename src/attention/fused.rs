@@ -22,7 +22,7 @@ const BLOCK_KEYS: usize = 64;
 /// About four per core of a large GPU; software adapters reach it with fewer splits.
 const TARGET_WORKGROUPS: usize = 512;
 
-/// The kernel with the shared mask code and the declarations of Q, K, V and the output.
+/// Composes the kernel with the shared mask code and the declarations of Q, K, V and the output.
 pub(crate) fn source(dtype: DType) -> String {
     let tensors = [
         TensorBinding {
@@ -71,7 +71,7 @@ fn key(entry_point: &'static str, dtype: DType) -> PipelineKey {
 /// visibility bits and four per-row arrays, in bytes.
 pub const FUSED_WORKGROUP_BYTES: u32 = 4 * (256 + 2048 + 512 + 64 + 4 * 8);
 
-/// Whether the device can run the fused kernel's fixed 64-invocation workgroups.
+/// Checks whether the device can run the fused kernel's fixed 64-invocation workgroups.
 fn device_fits(ctx: &GpuContext) -> bool {
     let limits = ctx.device().limits();
     limits.max_compute_invocations_per_workgroup >= BLOCK_KEYS as u32

@@ -22,13 +22,13 @@ impl<'a> Window<'a> {
         })
     }
 
-    /// The index of absolute element `element` within the window, for the shader.
+    /// Returns the index of absolute element `element` within the window, for the shader.
     pub(crate) fn local(&self, element: u64) -> u32 {
         (element - self.first) as u32
     }
 }
 
-/// The binding window covering elements `start..end` of `buffer`: the start rounded down to
+/// Returns the binding window covering elements `start..end` of `buffer`: the start rounded down to
 /// the device's offset alignment, the end rounded up to 4 bytes.
 ///
 /// # Errors
@@ -69,7 +69,7 @@ pub(crate) fn window<'a>(
     })
 }
 
-/// The window covering elements `start..end` of an f32 tensor bound as `array<vec4<f32>>`,
+/// Returns the window covering elements `start..end` of an f32 tensor bound as `array<vec4<f32>>`,
 /// or `None` when `start` is not a multiple of 4 elements or the buffer cannot supply a
 /// size rounded up to 16 bytes.
 pub(crate) fn vec4_window<'a>(
@@ -109,7 +109,7 @@ pub(crate) fn vec4_window<'a>(
     }))
 }
 
-/// How many consecutive rows of `row_bytes`, `stride_bytes` apart, fit in one binding window
+/// Counts how many consecutive rows of `row_bytes`, `stride_bytes` apart, fit in one binding window
 /// (0 when not even one does). With rows of 1 byte, it is the usable bytes of a window.
 pub(crate) fn rows_per_window(ctx: &GpuContext, stride_bytes: u64, row_bytes: u64) -> u64 {
     let limits = ctx.device().limits();
@@ -124,7 +124,7 @@ pub(crate) fn rows_per_window(ctx: &GpuContext, stride_bytes: u64, row_bytes: u6
     1 + (usable - row_bytes) / stride_bytes.max(1)
 }
 
-/// How many consecutive rows of `row_bytes`, `stride_bytes` apart, fit in one binding window
+/// Counts how many consecutive rows of `row_bytes`, `stride_bytes` apart, fit in one binding window
 /// that must start at byte `start` (0 when not even one does).
 pub(crate) fn rows_fitting(ctx: &GpuContext, start: u64, stride_bytes: u64, row_bytes: u64) -> u64 {
     let limits = ctx.device().limits();
@@ -145,7 +145,7 @@ pub(crate) fn rows_fitting(ctx: &GpuContext, start: u64, stride_bytes: u64, row_
     1 + (usable - row_bytes) / stride_bytes.max(1)
 }
 
-/// The error for a row that does not fit in one binding window.
+/// Builds the error for a row that does not fit in one binding window.
 pub(crate) fn row_too_large(ctx: &GpuContext, name: &'static str, row_bytes: u64) -> Error {
     Error::Unsupported {
         what: format!(
