@@ -58,6 +58,8 @@
 pub mod alibi;
 mod angle;
 pub mod attention;
+#[cfg(feature = "cli")]
+pub mod bench;
 pub mod config;
 pub mod context;
 pub mod error;
