@@ -64,6 +64,11 @@ enum Command {
     /// Data is computed on the default wgpu adapter, or on the CPU reference with --cpu or
     /// when no adapter is found (with a note on stderr).
     Plot(PlotArgs),
+    /// Time every operation on the GPU and the CPU, each against a copy of the same bytes.
+    ///
+    /// Prints a Markdown table, or one JSON object per measurement with --json. BENCHMARKS.md
+    /// describes the method and records a run.
+    Bench(posenc::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +81,7 @@ fn main() -> ExitCode {
         Command::Verify { paths, cpu_only } => verify(&paths, cpu_only),
         Command::Info => info(),
         Command::Plot(args) => plot(&args),
+        Command::Bench(args) => posenc::bench::run_cli(&args),
     }
 }
 

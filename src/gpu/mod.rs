@@ -49,6 +49,11 @@ pub fn shader_sources() -> Vec<(String, String)> {
         "rope f32 with vec4 bindings".to_string(),
         crate::rope::gpu::source_vec4(),
     ));
+    // The copy kernels of the benchmark, which measures every ratio against them.
+    sources.push((
+        "copy".to_string(),
+        include_str!("../../shaders/copy.wgsl").to_string(),
+    ));
     sources.push((
         "attention f32 with f16 probabilities".to_string(),
         crate::attention::gpu::source(DType::F32, DType::F16),
