@@ -37,12 +37,17 @@ fn main(
     @builtin(num_workgroups) workgroups: vec3<u32>,
     @builtin(local_invocation_index) local: u32,
 ) {
-    let index = (workgroup.x + workgroup.y * workgroups.x) * WORKGROUP_SIZE + local;
-    if index >= params.rows * params.dim {
+    // Each invocation adds four consecutive columns of one row when rows divide into
+    // quads, so the row's position is looked up once per four elements; otherwise one.
+    let group = select(1u, 4u, params.dim % 4u == 0u);
+    let groups = params.dim / group;
+    let slot = (workgroup.x + workgroup.y * workgroups.x) * WORKGROUP_SIZE + local;
+    if slot >= params.rows * groups {
         return;
     }
-    let row = params.row_base + index / params.dim;
-    let column = index % params.dim;
+    let local_row = slot / groups;
+    let column = (slot % groups) * group;
+    let row = params.row_base + local_row;
     let batch = row / params.seq_len;
     let token = row % params.seq_len;
 
@@ -56,6 +61,11 @@ fn main(
         }
         return;
     }
-    let element = params.out_offset + index;
-    store_out(element, load_out(element) + load_table(params.table_offset + position * params.dim + column));
+    let element = params.out_offset + local_row * params.dim + column;
+    let source = params.table_offset + position * params.dim + column;
+    if group == 4u {
+        store4_out(element, load4_out(element) + load4_table(source));
+    } else {
+        store_out(element, load_out(element) + load_table(source));
+    }
 }

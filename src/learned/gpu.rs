@@ -189,7 +189,9 @@ pub fn record(
             (4, status.buffer().as_entire_binding()),
         ];
         let bind_group = gpu::bind_group_at(ctx, &pipeline, "learned", resources);
-        let invocations = (end_row - first_row) * dim;
+        // The kernel takes four columns per invocation when the width divides into quads.
+        let group = if dim.is_multiple_of(4) { 4 } else { 1 };
+        let invocations = (end_row - first_row) * (dim / group);
         gpu::record_dispatch(
             ctx,
             encoder,
