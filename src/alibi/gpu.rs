@@ -93,30 +93,15 @@ pub fn record(
 
     // Rows of kv_len biases are split so that each dispatch binds a window within the
     // binding limit.
-    let size = target.dtype.size();
     let kv = kv_len as u64;
     let rows = (alibi.num_heads * q_len) as u64;
-    let mut first_row = 0;
-    while first_row < rows {
-        let fitting = gpu::rows_fitting(
-            ctx,
-            (target.offset + first_row * kv) * size,
-            kv * size,
-            kv * size,
-        );
-        if fitting == 0 {
-            return Err(gpu::row_too_large(ctx, "bias", kv * size));
-        }
-        let end_row = (first_row + fitting).min(rows);
-        let first = target.offset + first_row * kv;
-        let window = gpu::window(
-            ctx,
-            "target",
-            target.buffer,
+    for chunk in gpu::row_chunks(ctx, "target", "bias", &target, rows, kv)? {
+        let gpu::RowChunk {
+            first_row,
+            end_row,
             first,
-            target.offset + end_row * kv,
-            size,
-        )?;
+            window,
+        } = chunk;
         let uniform = AlibiUniform {
             heads: alibi.num_heads as u32,
             q_len: q_len as u32,
@@ -145,7 +130,6 @@ pub fn record(
             "alibi",
             invocations.div_ceil(u64::from(workgroup_size)),
         )?;
-        first_row = end_row;
     }
     Ok(())
 }

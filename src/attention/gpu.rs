@@ -239,28 +239,13 @@ pub fn record(
     let pipeline = ctx.pipeline(&key, || source(windows.dtype, probs.dtype))?;
 
     let kv = shape.kv_len as u64;
-    let row_bytes = kv * probs_size;
-    let mut first_row = 0;
-    while first_row < rows {
-        let fitting = gpu::rows_fitting(
-            ctx,
-            (probs.offset + first_row * kv) * probs_size,
-            row_bytes,
-            row_bytes,
-        );
-        if fitting == 0 {
-            return Err(gpu::row_too_large(ctx, "probabilities", row_bytes));
-        }
-        let end_row = (first_row + fitting).min(rows);
-        let first = probs.offset + first_row * kv;
-        let probs_window = gpu::window(
-            ctx,
-            "probs",
-            probs.buffer,
+    for chunk in gpu::row_chunks(ctx, "probs", "probabilities", &probs, rows, kv)? {
+        let gpu::RowChunk {
+            first_row,
+            end_row,
             first,
-            probs.offset + end_row * kv,
-            probs_size,
-        )?;
+            window: probs_window,
+        } = chunk;
         let chunk = AttentionUniform {
             row_base: first_row as u32,
             probs_local: probs_window.local(first),
@@ -286,7 +271,6 @@ pub fn record(
             "attention",
             end_row - first_row,
         )?;
-        first_row = end_row;
     }
     Ok(())
 }

@@ -16,7 +16,7 @@ pub use positions::StatusBuffer;
 pub(crate) use positions::{position_binding, PositionBinding, UploadedPositions};
 pub(crate) use readback::{read_elements, read_f32, read_u32};
 pub(crate) use window::{
-    row_too_large, rows_fitting, rows_per_window, vec4_window, window, Window,
+    row_chunks, row_too_large, rows_per_window, vec4_window, window, RowChunk, Window,
 };
 
 /// Every shader the crate compiles, composed as the pipelines see it, for every storage

@@ -145,6 +145,61 @@ pub(crate) fn rows_fitting(ctx: &GpuContext, start: u64, stride_bytes: u64, row_
     1 + (usable - row_bytes) / stride_bytes.max(1)
 }
 
+/// One dispatch's share of a tensor of contiguous rows split to fit the binding limit.
+pub(crate) struct RowChunk<'a> {
+    /// First row of the chunk, counted from the tensor's first row.
+    pub first_row: u64,
+    /// One past the chunk's last row.
+    pub end_row: u64,
+    /// Absolute element index of the chunk's first element.
+    pub first: u64,
+    /// The binding window over the chunk's rows.
+    pub window: Window<'a>,
+}
+
+/// Splits `rows` contiguous rows of `row_len` elements, starting at `view`, into chunks whose
+/// windows each fit one binding.
+///
+/// # Errors
+/// [`Error::Unsupported`] naming `row_name` when a single row does not fit.
+pub(crate) fn row_chunks<'a>(
+    ctx: &GpuContext,
+    name: &'static str,
+    row_name: &'static str,
+    view: &crate::tensor::TensorView<'a>,
+    rows: u64,
+    row_len: u64,
+) -> Result<Vec<RowChunk<'a>>> {
+    let (buffer, offset, element_bytes) = (view.buffer, view.offset, view.dtype.size());
+    let row_bytes = row_len * element_bytes;
+    let mut chunks = Vec::new();
+    let mut first_row = 0;
+    while first_row < rows {
+        let first = offset + first_row * row_len;
+        let fitting = rows_fitting(ctx, first * element_bytes, row_bytes, row_bytes);
+        if fitting == 0 {
+            return Err(row_too_large(ctx, row_name, row_bytes));
+        }
+        let end_row = (first_row + fitting).min(rows);
+        let window = window(
+            ctx,
+            name,
+            buffer,
+            first,
+            offset + end_row * row_len,
+            element_bytes,
+        )?;
+        chunks.push(RowChunk {
+            first_row,
+            end_row,
+            first,
+            window,
+        });
+        first_row = end_row;
+    }
+    Ok(chunks)
+}
+
 /// Builds the error for a row that does not fit in one binding window.
 pub(crate) fn row_too_large(ctx: &GpuContext, name: &'static str, row_bytes: u64) -> Error {
     Error::Unsupported {

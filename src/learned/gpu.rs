@@ -144,28 +144,13 @@ pub fn record(
     let ids = binding.window(ctx, batch, seq_len, &placeholder)?;
 
     // Rows are split so that each dispatch binds a target window within the binding limit.
-    let row_bytes = dim * size;
-    let mut first_row = 0;
-    while first_row < rows as u64 {
-        let fitting = gpu::rows_fitting(
-            ctx,
-            (target.offset + first_row * dim) * size,
-            row_bytes,
-            row_bytes,
-        );
-        if fitting == 0 {
-            return Err(gpu::row_too_large(ctx, "target", row_bytes));
-        }
-        let end_row = (first_row + fitting).min(rows as u64);
-        let first = target.offset + first_row * dim;
-        let window = gpu::window(
-            ctx,
-            "target",
-            target.buffer,
+    for chunk in gpu::row_chunks(ctx, "target", "target", &target, rows as u64, dim)? {
+        let gpu::RowChunk {
+            first_row,
+            end_row,
             first,
-            target.offset + end_row * dim,
-            size,
-        )?;
+            window,
+        } = chunk;
         let uniform = LearnedUniform {
             rows: (end_row - first_row) as u32,
             seq_len: seq_len as u32,
@@ -200,7 +185,6 @@ pub fn record(
             "learned",
             invocations.div_ceil(u64::from(workgroup_size)),
         )?;
-        first_row = end_row;
     }
     Ok(())
 }
