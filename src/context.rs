@@ -33,7 +33,7 @@ pub(crate) struct PipelineKey {
     pub dtypes: Vec<crate::tensor::DType>,
 }
 
-/// Which adapter to use when creating a headless context.
+/// Adapter and limits requested for a headless context.
 #[derive(Clone, Debug, Default)]
 pub struct AdapterRequest {
     /// Backends to search; `None` honours `WGPU_BACKEND` and defaults to all.
@@ -87,8 +87,8 @@ impl GpuContext {
             info.driver
         );
 
-        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY;
-        let required_features = adapter.features() & wanted;
+        let requested = wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY;
+        let required_features = adapter.features() & requested;
         let required_limits = request.limits.clone().unwrap_or_else(|| adapter.limits());
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -132,12 +132,12 @@ impl GpuContext {
         }
     }
 
-    /// The wgpu device.
+    /// Returns the wgpu device.
     pub fn device(&self) -> &wgpu::Device {
         &self.inner.device
     }
 
-    /// The wgpu queue.
+    /// Returns the wgpu queue.
     pub fn queue(&self) -> &wgpu::Queue {
         &self.inner.queue
     }
@@ -147,13 +147,13 @@ impl GpuContext {
         &self.inner.info
     }
 
-    /// A one-line description such as `llvmpipe (LLVM 15.0.6, 256 bits) [Vulkan, Cpu]`.
+    /// Describes the adapter in one line, such as `llvmpipe (LLVM 15.0.6, 256 bits) [Vulkan, Cpu]`.
     pub fn describe(&self) -> String {
         let info = &self.inner.info;
         format!("{} [{:?}, {:?}]", info.name, info.backend, info.device_type)
     }
 
-    /// Whether the device was created with `SHADER_F16`.
+    /// Reports whether the device was created with `SHADER_F16`.
     pub fn supports_f16(&self) -> bool {
         self.inner
             .device
@@ -240,21 +240,21 @@ async fn select_adapter(
     instance: &wgpu::Instance,
     request: &AdapterRequest,
 ) -> Result<wgpu::Adapter> {
-    let wanted_name = request
+    let requested_name = request
         .name
         .clone()
         .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok())
         .map(|name| name.to_lowercase());
 
-    if let Some(wanted) = wanted_name {
+    if let Some(requested) = requested_name {
         let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
         let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
         return adapters
             .into_iter()
-            .find(|a| a.get_info().name.to_lowercase().contains(&wanted))
+            .find(|a| a.get_info().name.to_lowercase().contains(&requested))
             .ok_or_else(|| {
                 Error::NoAdapter(format!(
-                    "no adapter name contains {wanted:?} (found {names:?}); unset WGPU_ADAPTER_NAME or pick one of those"
+                    "no adapter name contains {requested:?} (found {names:?}); unset WGPU_ADAPTER_NAME or pick one of those"
                 ))
             });
     }

@@ -15,7 +15,7 @@ pub enum Error {
         name: &'static str,
         /// The offending value.
         value: i64,
-        /// What is required and how to fix it.
+        /// The requirement and how to meet it.
         reason: String,
     },
 
@@ -26,7 +26,7 @@ pub enum Error {
         name: &'static str,
         /// The offending value.
         value: f64,
-        /// What is required and how to fix it.
+        /// The requirement and how to meet it.
         reason: String,
     },
 
@@ -60,7 +60,7 @@ pub enum Error {
     InvalidBuffer {
         /// The name of the argument, e.g. `target` or `out`.
         name: &'static str,
-        /// What is wrong and how to fix it.
+        /// The problem and how to fix it.
         reason: String,
     },
 
@@ -92,7 +92,7 @@ pub enum Error {
     Unsupported {
         /// The missing capability.
         what: String,
-        /// What to do instead.
+        /// The alternative to use.
         hint: String,
     },
 
@@ -114,7 +114,7 @@ pub enum Error {
     Config {
         /// The file (or `<memory>`).
         path: String,
-        /// What is wrong, naming the key.
+        /// The problem, naming the key.
         message: String,
     },
 }

@@ -83,7 +83,7 @@ impl Positions<'_> {
         Ok(())
     }
 
-    /// The largest position plus one, or 0 when there are no tokens.
+    /// Returns the largest position plus one, or 0 when there are no tokens.
     pub fn len_needed(&self, seq_len: usize) -> u64 {
         match *self {
             Positions::Start(start) if seq_len > 0 => u64::from(start) + seq_len as u64,
@@ -115,7 +115,7 @@ impl DType {
         }
     }
 
-    /// The lower-case name: `f32`, `f16` or `bf16`.
+    /// Returns the lower-case name: `f32`, `f16` or `bf16`.
     pub fn name(self) -> &'static str {
         match self {
             DType::F32 => "f32",
@@ -180,7 +180,7 @@ pub struct TensorView<'a> {
 }
 
 impl<'a> TensorView<'a> {
-    /// An f32 view starting at the first element of `buffer`.
+    /// Creates an f32 view starting at the first element of `buffer`.
     pub fn new(buffer: &'a wgpu::Buffer) -> Self {
         Self {
             buffer,
@@ -189,7 +189,7 @@ impl<'a> TensorView<'a> {
         }
     }
 
-    /// An f32 view starting at element `offset` of `buffer`.
+    /// Creates an f32 view starting at element `offset` of `buffer`.
     pub fn at(buffer: &'a wgpu::Buffer, offset: u64) -> Self {
         Self {
             buffer,
@@ -198,7 +198,7 @@ impl<'a> TensorView<'a> {
         }
     }
 
-    /// The same view with another storage type (the offset counts elements of that type).
+    /// Returns the same view with another storage type (the offset counts elements of that type).
     pub fn with_dtype(self, dtype: DType) -> Self {
         Self { dtype, ..self }
     }
@@ -215,7 +215,7 @@ pub enum GpuPositions<'a> {
     Buffer {
         /// The ids, as u32 elements.
         ids: TensorView<'a>,
-        /// `true` when the buffer holds `batch * seq_len` ids (one list per sequence),
+        /// `true` when the buffer contains `batch * seq_len` ids (one list per sequence),
         /// `false` when every sequence shares `seq_len` ids.
         per_sequence: bool,
     },

@@ -99,7 +99,8 @@ fn rope_no_tokens_or_heads_is_empty() {
         for case in &cases {
             let rotated = backend.rope(&config, &frequencies, case, Positions::Start(0), &[], &[]);
             let (q, k) = rotated.unwrap_or_else(|e| panic!("{name} {case:?}: {e}"));
-            assert!(q.is_empty() && k.is_empty(), "{name} {case:?}");
+            assert!(q.is_empty(), "{name} {case:?}");
+            assert!(k.is_empty(), "{name} {case:?}");
         }
         // K only: no query heads, one KV head.
         let k_only = QkShape {
@@ -228,7 +229,8 @@ fn attention_empty_dimensions_return_empty() {
                 results.extend(gpu_attention::<f16>(ctx, shape, &params, &[], &kv));
             }
             for (out, lse) in results {
-                assert!(out.is_empty() && lse.is_empty(), "{shape:?}");
+                assert!(out.is_empty(), "{shape:?}");
+                assert!(lse.is_empty(), "{shape:?}");
             }
         }
     }
@@ -307,7 +309,8 @@ fn typed_gpu_empty_results_for_every_dtype() {
             &[],
         )
         .expect(name);
-        assert!(q.is_empty() && k.is_empty(), "{name} rope");
+        assert!(q.is_empty(), "{name} rope");
+        assert!(k.is_empty(), "{name} rope");
     }
     check::<f32>(ctx);
     check::<bf16>(ctx);
@@ -473,6 +476,7 @@ fn attention_huge_batch_without_rows_is_empty() {
             None,
         )
         .unwrap_or_else(|e| panic!("fused {shape:?}: {e}"));
-        assert!(fused.out.is_empty() && fused.lse.is_empty());
+        assert!(fused.out.is_empty());
+        assert!(fused.lse.is_empty());
     }
 }
